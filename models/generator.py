@@ -1,0 +1,351 @@
+"""Fast WaveNet generation: per-stream, per-layer queues stepped as one batch, with streamed conditioning."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import cast
+
+import numpy as np
+import torch
+
+from models.mulaw import SILENCE
+from models.wavenet import GateBias, ResidualBlock, WaveNet, dilations, frame_context
+
+UNBOUNDED = 2**62  # the end of a stream that runs until closed
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def uniforms(seeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Counter-based uniforms in [0, 1): splitmix64(seed + (position + 1) * golden), one per (seed, position)."""
+    z = seeds.astype(np.uint64) + (positions.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def sample(logits: np.ndarray, temperatures: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(B, classes) logits to classes by inverse-CDF sampling of softmax(logits / T) in float64; T = 0 is argmax."""
+    logits = logits.astype(np.float64)
+    greedy = temperatures <= 0
+    scaled = logits / np.where(greedy, 1.0, temperatures)[:, None]
+    p = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    cdf = np.cumsum(p, axis=1)
+    picks = (cdf < (u * cdf[:, -1])[:, None]).sum(axis=1)
+    picks = np.minimum(picks, logits.shape[1] - 1)
+    return np.where(greedy, logits.argmax(axis=1), picks).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """What a stream asks for."""
+
+    speaker: int = 0
+    temperature: float = 1.0
+    seed: int = 0
+    length: int | None = None  # samples to generate after the seed; None: as far as the features go
+    features: bool = False  # True: conditioned on frames given with push_frames; False: run free
+
+
+@dataclass
+class StreamState:
+    """One stream's generation state; its queues live in the generator's bank at row `slot`."""
+
+    config: StreamConfig
+    slot: int
+    seed_audio: np.ndarray | None  # classes still to prime from, or None once primed
+    t: int = 0  # samples in the stream so far, seed included
+    last: int = SILENCE  # the previous sample's class: the next step's input
+    end: int = UNBOUNDED  # total samples when the stream is finished
+    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # raw frames kept
+    frames_offset: int = 0  # index of frames[0] in the stream's frame sequence
+    frames_received: int = 0
+    ended: bool = False
+    frame_bias: torch.Tensor | None = None  # (kept cond frames, width) per-frame gate biases
+    frame_bias_offset: int = 0
+    cond_count: int = 0  # per-frame gate biases computed so far
+    constant_bias: torch.Tensor | None = None  # (width,) speaker (+ free-running) bias
+
+
+class Generator:
+    """Steps any number of independent streams together; streams open and close between calls."""
+
+    def __init__(self, model: WaveNet):
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.dilations = dilations(self.cfg)
+        self.width = len(self.dilations) * 2 * self.cfg.gate_channels
+        self.streams: dict[int, StreamState] = {}
+        self._ids = itertools.count()
+        self._free_slots: list[int] = []
+        self.capacity = 0
+        self.queues: list[torch.Tensor] = []  # per layer (capacity, dilation, R)
+        self._grow(4)
+        self._weights = _step_weights(model)
+        with torch.inference_mode():
+            self._free_bias = (
+                model.gate_bias_from_cond(model.free_conditioning()[None, :, None])[0, :, 0]
+                if self.cfg.mel is not None
+                else torch.zeros(self.width)
+            )
+
+    # --- stream lifecycle ---------------------------------------------------------------------------
+    def open(self, config: StreamConfig, seed_audio: np.ndarray | None = None) -> int:
+        """Start a stream (optionally primed from seed_audio classes); returns its id."""
+        if config.features and self.cfg.mel is None:
+            raise ValueError("this model takes no features")
+        if self.cfg.speakers and not 0 <= config.speaker < self.cfg.speakers:
+            raise ValueError(f"speaker must be in [0, {self.cfg.speakers}), got {config.speaker}")
+        if not self._free_slots:
+            self._grow(2 * self.capacity)
+        slot = self._free_slots.pop()
+        for q in self.queues:
+            q[slot].zero_()
+        seed = None if seed_audio is None or len(seed_audio) == 0 else np.asarray(seed_audio, np.int64)
+        state = StreamState(config=config, slot=slot, seed_audio=seed)
+        prime = 0 if seed is None else len(seed)
+        if config.length is not None:
+            state.end = prime + config.length
+        with torch.inference_mode():
+            bias = torch.zeros(self.width) if config.features else self._free_bias.clone()
+            if self.cfg.speakers:
+                bias += self.model.gate_bias_from_speaker(torch.tensor([config.speaker]))[0]
+        state.constant_bias = bias
+        if self.cfg.mel is not None:
+            state.frames = np.zeros((0, self.cfg.mel.n_mels), np.float32)
+        sid = next(self._ids)
+        self.streams[sid] = state
+        return sid
+
+    def close(self, sid: int) -> None:
+        """Forget a stream and free its slot."""
+        state = self.streams.pop(sid)
+        self._free_slots.append(state.slot)
+
+    def push_frames(self, sid: int, frames: np.ndarray) -> None:
+        """Append (n, n_mels) feature frames to a features stream."""
+        state = self.streams[sid]
+        if not state.config.features:
+            raise ValueError("stream was opened without features")
+        if state.ended:
+            raise ValueError("frames after end of input")
+        assert self.cfg.mel is not None
+        frames = np.asarray(frames, np.float32).reshape(-1, self.cfg.mel.n_mels)
+        state.frames = np.concatenate([state.frames, frames])
+        state.frames_received += len(frames)
+        self._advance_conditioning(state)
+
+    def end_frames(self, sid: int) -> None:
+        """No more frames: the stream can generate to the end of the frames it has."""
+        state = self.streams[sid]
+        assert self.cfg.mel is not None
+        state.ended = True
+        state.end = min(state.end, state.frames_received * self.cfg.mel.hop)
+        self._advance_conditioning(state)
+
+    def ready(self, sid: int) -> int:
+        """Samples the stream can generate now, seed excluded."""
+        state = self.streams[sid]
+        return max(0, min(self._conditioned_until(state), state.end) - self._position_after_seed(state))
+
+    def done(self, sid: int) -> bool:
+        """Whether the stream has generated all it will."""
+        state = self.streams[sid]
+        return state.seed_audio is None and state.t >= state.end
+
+    # --- generation ---------------------------------------------------------------------------------
+    def generate(self, max_steps: int) -> dict[int, np.ndarray]:
+        """Run up to max_steps steps for every stream with samples ready; returns each stream's new classes."""
+        for state in self.streams.values():
+            if state.seed_audio is not None and self._conditioned_until(state) >= len(state.seed_audio):
+                self._prime(state)
+        counts = {sid: min(self.ready(sid), max_steps) for sid, s in self.streams.items() if s.seed_audio is None}
+        counts = {sid: n for sid, n in counts.items() if n > 0}
+        if not counts:
+            return {}
+        sids = sorted(counts, key=lambda sid: -counts[sid])  # streams that run longest first
+        states = [self.streams[sid] for sid in sids]
+        steps = counts[sids[0]]
+        bias = torch.zeros(len(sids), steps, self.width)
+        for row, state in enumerate(states):
+            bias[row, : counts[sids[row]]] = self._sample_bias(state, state.t, counts[sids[row]])
+        out = np.zeros((len(sids), steps), np.int64)
+        seeds = np.array([s.config.seed for s in states], np.uint64)
+        temperatures = np.array([s.config.temperature for s in states], np.float64)
+        active = len(sids)
+        for i in range(steps):
+            while counts[sids[active - 1]] <= i:
+                active -= 1
+            batch = states[:active]
+            inputs = torch.tensor([s.last for s in batch])
+            positions = np.array([s.t for s in batch], np.uint64)
+            logits = self._step(batch, inputs, bias[:active, i])
+            picks = sample(logits.numpy(), temperatures[:active], uniforms(seeds[:active], positions))
+            for state, pick in zip(batch, picks):
+                state.last = int(pick)
+            out[:active, i] = picks
+        for state in states:
+            self._trim(state)
+        return {sid: out[row, : counts[sid]] for row, sid in enumerate(sids)}
+
+    def step_logits(self, sids: list[int], inputs: np.ndarray) -> np.ndarray:
+        """Teacher forcing: advance the given streams one step on the given input classes; (B, classes) logits."""
+        states = [self.streams[sid] for sid in sids]
+        bias = torch.stack([self._sample_bias(s, s.t, 1)[0] for s in states])
+        logits = self._step(states, torch.as_tensor(np.asarray(inputs, np.int64)), bias)
+        return logits.numpy()
+
+    # --- internals ----------------------------------------------------------------------------------
+    def _step(self, states: list[StreamState], inputs: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One sample for each stream: reads and writes each layer's queue at t mod dilation. O(layers)."""
+        w = self._weights
+        g = self.cfg.gate_channels
+        r = self.cfg.residual_channels
+        slots = torch.tensor([s.slot for s in states])
+        t = torch.tensor([s.t for s in states])
+        with torch.inference_mode():
+            h = w.embed[inputs]  # (B, R)
+            skip = torch.zeros(len(states), self.cfg.skip_channels)
+            for layer, dilation in enumerate(self.dilations):
+                queue = self.queues[layer]
+                ring = t % dilation
+                past = queue[slots, ring]  # the layer's input at t - dilation
+                queue[slots, ring] = h
+                a = past @ w.past[layer].T + h @ w.current[layer].T + w.gate_bias[layer]
+                a = a + bias[:, layer * 2 * g : (layer + 1) * 2 * g]
+                z = torch.tanh(a[:, :g]) * torch.sigmoid(a[:, g:])
+                o = z @ w.out[layer].T + w.out_bias[layer]
+                h = h + o[:, :r]
+                skip = skip + o[:, r:]
+            hidden = torch.relu(torch.relu(skip) @ w.head1.T + w.head1_bias)
+            logits = hidden @ w.head2.T + w.head2_bias
+        for state in states:
+            state.t += 1
+        return logits
+
+    def _prime(self, state: StreamState) -> None:
+        """Fill the queues from one parallel forward pass over the seed."""
+        seed = state.seed_audio
+        assert seed is not None
+        inputs = torch.as_tensor(np.concatenate([[SILENCE], seed[:-1]]))[None]
+        assert state.constant_bias is not None
+        per_frame = None
+        if state.config.features:
+            assert self.cfg.mel is not None and state.frame_bias is not None and state.frame_bias_offset == 0
+            per_frame = state.frame_bias[: (len(seed) - 1) // self.cfg.mel.hop + 2].T[None]  # (1, W, frames)
+        bias = GateBias(per_frame, state.constant_bias[None], self.cfg.mel.hop if self.cfg.mel else 1)
+        with torch.inference_mode():
+            _, layer_inputs = self.model.run_layers(inputs, bias)
+        for queue, dilation, h in zip(self.queues, self.dilations, layer_inputs):
+            start = max(0, len(seed) - dilation)
+            times = torch.arange(start, len(seed))
+            queue[state.slot, times % dilation] = h[0, :, start:].T
+        state.t = len(seed)
+        state.last = int(seed[-1])
+        state.seed_audio = None
+        self._trim(state)
+
+    def _position_after_seed(self, state: StreamState) -> int:
+        return state.t if state.seed_audio is None else len(state.seed_audio)
+
+    def _conditioned_until(self, state: StreamState) -> int:
+        """Samples of the stream's timeline whose conditioning is known."""
+        if not state.config.features:
+            return UNBOUNDED
+        assert self.cfg.mel is not None
+        return max(0, state.cond_count - 1) * self.cfg.mel.hop
+
+    def _sample_bias(self, state: StreamState, start: int, count: int) -> torch.Tensor:
+        """(count, width) gate biases for samples [start, start + count) of the stream."""
+        assert state.constant_bias is not None
+        if not state.config.features:
+            return state.constant_bias.expand(count, -1)
+        assert self.cfg.mel is not None and state.frame_bias is not None
+        hop = self.cfg.mel.hop
+        positions = torch.arange(start, start + count)
+        frame = positions // hop - state.frame_bias_offset
+        alpha = ((positions % hop).to(torch.float32) / hop)[:, None]
+        left, right = state.frame_bias[frame], state.frame_bias[frame + 1]
+        return left + (right - left) * alpha + state.constant_bias
+
+    def _advance_conditioning(self, state: StreamState) -> None:
+        """Compute the per-frame gate biases that the frames received so far determine."""
+        assert self.cfg.mel is not None
+        left, right = frame_context(self.cfg)
+        lookahead = right - 1  # the frame convolution's own lookahead
+        target = state.frames_received + 1 if state.ended else max(0, state.frames_received - lookahead)
+        if target <= state.cond_count:
+            return
+        lo, hi = state.cond_count - left, target + lookahead  # raw frames the new outputs read
+        window = np.zeros((hi - lo, self.cfg.mel.n_mels), np.float32)
+        src_lo, src_hi = max(lo, state.frames_offset), min(hi, state.frames_received)
+        if src_hi > src_lo:
+            kept = state.frames_offset
+            window[src_lo - lo : src_hi - lo] = state.frames[src_lo - kept : src_hi - kept]
+        with torch.inference_mode():
+            cond = self.model.frame_conditioning(torch.from_numpy(window).T[None])
+            new = self.model.gate_bias_from_cond(cond)[0].T  # (target - cond_count, width)
+        state.frame_bias = new if state.frame_bias is None else torch.cat([state.frame_bias, new])
+        state.cond_count = target
+        keep_from = max(0, target - left)  # raw frames the next outputs will read
+        state.frames = state.frames[max(0, keep_from - state.frames_offset) :]
+        state.frames_offset = max(state.frames_offset, keep_from)
+
+    def _trim(self, state: StreamState) -> None:
+        """Drop per-frame biases the stream has moved past."""
+        if state.frame_bias is None or self.cfg.mel is None:
+            return
+        first_needed = state.t // self.cfg.mel.hop
+        drop = first_needed - state.frame_bias_offset
+        if drop > 0:
+            state.frame_bias = state.frame_bias[drop:]
+            state.frame_bias_offset = first_needed
+
+    def _grow(self, capacity: int) -> None:
+        """Make room for `capacity` streams, keeping the queues of the open ones."""
+        old = self.capacity
+        fresh = [torch.zeros(capacity - old, d, self.cfg.residual_channels) for d in self.dilations]
+        self.queues = fresh if not old else [torch.cat([q, f]) for q, f in zip(self.queues, fresh)]
+        self._free_slots.extend(range(capacity - 1, old - 1, -1))
+        self.capacity = capacity
+
+
+@dataclass(frozen=True)
+class StepWeights:
+    """The model's weights laid out for one-sample steps."""
+
+    embed: torch.Tensor  # (classes, R)
+    past: list[torch.Tensor]  # per layer (2G, R): the tap at t - dilation
+    current: list[torch.Tensor]  # per layer (2G, R): the tap at t
+    gate_bias: list[torch.Tensor]  # per layer (2G,)
+    out: list[torch.Tensor]  # per layer (R + S, G)
+    out_bias: list[torch.Tensor]  # per layer (R + S,)
+    head1: torch.Tensor  # (S, S)
+    head1_bias: torch.Tensor
+    head2: torch.Tensor  # (classes, S)
+    head2_bias: torch.Tensor
+
+
+def _step_weights(model: WaveNet) -> StepWeights:
+    blocks = [cast(ResidualBlock, b) for b in model.blocks]
+    head1, head2 = cast(torch.nn.Conv1d, model.head[1]), cast(torch.nn.Conv1d, model.head[3])
+    return StepWeights(
+        embed=model.embed.weight.detach(),
+        past=[b.dilated.conv.weight[:, :, 0].detach().contiguous() for b in blocks],
+        current=[b.dilated.conv.weight[:, :, 1].detach().contiguous() for b in blocks],
+        gate_bias=[_bias(b.dilated.conv) for b in blocks],
+        out=[b.out.weight[:, :, 0].detach().contiguous() for b in blocks],
+        out_bias=[_bias(b.out) for b in blocks],
+        head1=head1.weight[:, :, 0].detach().contiguous(),
+        head1_bias=_bias(head1),
+        head2=head2.weight[:, :, 0].detach().contiguous(),
+        head2_bias=_bias(head2),
+    )
+
+
+def _bias(conv: torch.nn.Conv1d) -> torch.Tensor:
+    assert conv.bias is not None
+    return conv.bias.detach()

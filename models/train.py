@@ -1,0 +1,373 @@
+"""`wavenet-train`: train a WaveNet on prepared clips, with exact resume, EMA, validation and checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import mulaw
+from models.features import MelSpec
+from models.wavenet import (
+    WaveNet,
+    WaveNetConfig,
+    config_from_dict,
+    config_to_dict,
+    frame_context,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+BITS_PER_NAT = 1.0 / math.log(2.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; saved in the checkpoint beside the model config."""
+
+    steps: int = 100_000
+    batch_size: int = 4
+    window: int = 8000  # samples per training example (a whole number of hops)
+    lr: float = 1e-3
+    lr_min: float = 1e-4
+    warmup: int = 1000
+    ema: float = 0.9995
+    grad_clip: float = 1.0
+    free_prob: float = 0.1  # chance that an example's frames are replaced by the learned null frame
+    bf16: bool = False  # autocast matmuls and convolutions to bfloat16 (fp32 weights and optimizer)
+    valid_every: int = 1000
+    valid_examples: int = 64
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """One prepared split: concatenated int16 audio, float32 frames and the clip index."""
+
+    audio: np.ndarray  # (samples,) int16
+    frames: np.ndarray  # (frames, n_mels) float32
+    clips: list[dict[str, Any]]
+
+
+def load_split(root: Path, name: str) -> Split:
+    """Memory-map a split written by wavenet-prepare."""
+    folder = root / name
+    clips = json.loads((folder / "clips.json").read_text())
+    return Split(np.load(folder / "audio.npy", mmap_mode="r"), np.load(folder / "frames.npy", mmap_mode="r"), clips)
+
+
+def example(split: Split, clip: dict[str, Any], start_frame: int, n_frames_: int, cfg: WaveNetConfig) -> dict[str, Any]:
+    """One training window: input and target classes, padded frames and the speaker."""
+    assert cfg.mel is not None
+    hop = cfg.mel.hop
+    left, right = frame_context(cfg)
+    s0 = clip["sample_offset"] + start_frame * hop
+    audio = split.audio[s0 - (1 if start_frame else 0) : s0 + n_frames_ * hop].astype(np.float32) / 32768.0
+    classes = mulaw.encode(audio, cfg.classes)
+    if start_frame == 0:
+        classes = np.concatenate([[mulaw.SILENCE], classes])
+    frames = np.zeros((n_frames_ + left + right, cfg.mel.n_mels), np.float32)
+    lo, hi = start_frame - left, start_frame + n_frames_ + right  # frame range, clip-relative
+    src_lo, src_hi = max(lo, 0), min(hi, clip["n_frames"])
+    frames[src_lo - lo : src_hi - lo] = split.frames[clip["frame_offset"] + src_lo : clip["frame_offset"] + src_hi]
+    return {"inputs": classes[:-1], "targets": classes[1:], "frames": frames.T, "speaker": clip["speaker"]}
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "inputs": torch.as_tensor(np.stack([e["inputs"] for e in examples])),
+        "targets": torch.as_tensor(np.stack([e["targets"] for e in examples])),
+        "frames": torch.as_tensor(np.stack([e["frames"] for e in examples])),
+        "speaker": torch.as_tensor([e["speaker"] for e in examples]),
+    }
+
+
+def random_batch(split: Split, rng: np.random.Generator, batch: int, window: int, cfg: WaveNetConfig) -> dict:
+    """A batch of random windows, clips drawn in proportion to their length."""
+    assert cfg.mel is not None
+    n = window // cfg.mel.hop
+    usable = [c for c in split.clips if c["n_frames"] >= n]
+    weights = np.array([c["n_frames"] - n + 1 for c in usable], np.float64)
+    picks = rng.choice(len(usable), size=batch, p=weights / weights.sum())
+    return collate([example(split, usable[i], int(rng.integers(0, usable[i]["n_frames"] - n + 1)), n, cfg)
+                    for i in picks])
+
+
+def validation_batches(split: Split, cfg: WaveNetConfig, tc: TrainConfig) -> list[dict]:
+    """A fixed set of validation windows, the same at every evaluation."""
+    rng = np.random.default_rng(12345)
+    return [random_batch(split, rng, tc.batch_size, tc.window, cfg)
+            for _ in range(max(1, tc.valid_examples // tc.batch_size))]
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def learning_rate(step: int, tc: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to lr_min."""
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    progress = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def loss_bits(model: WaveNet, batch: dict[str, torch.Tensor], free: torch.Tensor | None, bf16: bool) -> torch.Tensor:
+    """Mean cross-entropy in bits per sample."""
+    with torch.autocast(batch["inputs"].device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(batch["inputs"], batch["frames"], batch["speaker"] if model.cfg.speakers else None, free)
+    return F.cross_entropy(logits.float(), batch["targets"]) * BITS_PER_NAT
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model: WaveNet, batches: list[dict], device: torch.device, bf16: bool) -> float:
+    """Mean validation loss in bits per sample."""
+    model.eval()
+    total = sum(float(loss_bits(model, to_device(b, device), None, bf16)) for b in batches)
+    model.train()
+    return total / len(batches)
+
+
+@torch.no_grad()
+def update_ema(ema: WaveNet, model: WaveNet, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+
+
+@dataclass
+class Progress:
+    """What a run has done; saved in every checkpoint."""
+
+    step: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    train: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, bits) averaged per interval
+    valid: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, bits) with EMA weights
+
+
+class Trainer:
+    """Owns model, EMA, optimizer, data RNG and progress; checkpoints all of it for exact resume."""
+
+    def __init__(self, cfg: WaveNetConfig, tc: TrainConfig, data: Path, out: Path, device: torch.device,
+                 rank: int = 0, world: int = 1):
+        self.cfg, self.tc, self.out, self.device, self.rank, self.world = cfg, tc, out, device, rank, world
+        torch.manual_seed(tc.seed)
+        self.model = WaveNet(cfg).to(device)
+        self.ema = copy.deepcopy(self.model).eval()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=0.0)
+        self.rng = np.random.default_rng([tc.seed, rank])
+        self.progress = Progress()
+        self.train_split = load_split(data, "train")
+        self.valid = validation_batches(load_split(data, "valid"), cfg, tc)
+        self.ddp: torch.nn.Module = self.model
+        if world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "ema": self.ema.state_dict(),
+            "train_config": dataclasses.asdict(self.tc),
+            "optimizer": self.optimizer.state_dict(),
+            "progress": dataclasses.asdict(self.progress),
+            "rng": {"numpy": json.dumps(self.rng.bit_generator.state), "torch": torch.get_rng_state(),
+                    "python": json.dumps(random.getstate())},
+        }
+
+    def save(self) -> Path:
+        path = self.out / "checkpoint.pt"
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(path, self.model, self.state())
+            plot_curves(self.progress, self.out / "loss.png")
+        return path
+
+    def resume(self, path: Path) -> None:
+        payload = read_checkpoint(path)
+        self.model.load_state_dict(payload["model"])
+        self.ema.load_state_dict(payload["ema"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        raw = payload["progress"]
+        self.progress = Progress(raw["step"], raw["samples"], raw["seconds"],
+                                 [tuple(x) for x in raw["train"]], [tuple(x) for x in raw["valid"]])
+        self.rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        state = json.loads(payload["rng"]["python"])
+        random.setstate((state[0], tuple(state[1]), state[2]))
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        batch = random_batch(self.train_split, self.rng, self.tc.batch_size, self.tc.window, self.cfg)
+        return to_device(batch, self.device)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        tc = self.tc
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.progress.step, tc)
+        free = torch.rand(batch["inputs"].shape[0], device=self.device) < tc.free_prob
+        loss = loss_bits(self.ddp, batch, free, tc.bf16)  # type: ignore[arg-type]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        update_ema(self.ema, self.model, tc.ema)
+        self.progress.step += 1
+        self.progress.samples += batch["inputs"].numel() * self.world
+        return float(loss)
+
+    def run(self, until: int, stop: list[bool], show: bool = True) -> list[float]:
+        """Train until step `until` (or a stop request); returns the losses of the steps run."""
+        from tqdm import tqdm
+
+        losses: list[float] = []
+        last_save = time.monotonic()
+        interval: list[float] = []
+        bar = tqdm(total=until, initial=self.progress.step, disable=not show or self.rank != 0, unit="step",
+                   dynamic_ncols=True)
+        started, start_samples = time.monotonic(), self.progress.samples
+        clock = time.monotonic()
+        while self.progress.step < until and not stop[0]:
+            loss = self.train_step(self.next_batch())
+            now = time.monotonic()
+            self.progress.seconds += now - clock
+            clock = now
+            losses.append(loss)
+            interval.append(loss)
+            step = self.progress.step
+            if step % 50 == 0 or step == until:
+                self.progress.train.append((step, float(np.mean(interval))))
+                interval = []
+            if step % self.tc.valid_every == 0 or step == until:
+                self.progress.valid.append((step, evaluate(self.ema, self.valid, self.device, self.tc.bf16)))
+            rate = (self.progress.samples - start_samples) / max(1e-9, now - started)
+            valid = f"{self.progress.valid[-1][1]:.3f}" if self.progress.valid else "-"
+            bar.set_postfix_str(f"loss {loss:.3f} bits  valid {valid}  {rate:,.0f} samples/s", refresh=False)
+            bar.update(1)
+            if now - last_save > 60 * self.tc.checkpoint_minutes:
+                self.save()
+                last_save = now
+        bar.close()
+        self.save()
+        return losses
+
+
+def plot_curves(progress: Progress, path: Path) -> None:
+    """Training and validation loss (bits per sample) against step, as a PNG."""
+    if not progress.train:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*progress.train), label="train", alpha=0.6)
+    if progress.valid:
+        ax.plot(*zip(*progress.valid), label="valid (EMA)", marker="o")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits per sample")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def model_config_from(args: argparse.Namespace, data: Path) -> WaveNetConfig:
+    """The model config: a JSON file if given, else defaults, with speakers and mel spec from the data."""
+    meta = json.loads((data / "meta.json").read_text())
+    raw = json.loads(Path(args.config).read_text()) if args.config else {}
+    raw.setdefault("speakers", len(meta["speakers"]))
+    raw["mel"] = dataclasses.asdict(MelSpec(**meta["mel"]))
+    raw["sample_rate"] = meta["mel"]["sample_rate"]
+    return config_from_dict(raw)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="wavenet-train", description=__doc__)
+    p.add_argument("--data", default="data/fillets", help="folder written by wavenet-prepare")
+    p.add_argument("--out", default="runs/default", help="checkpoints, loss curve")
+    p.add_argument("--config", help="JSON file of WaveNetConfig fields (default: the default model's)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from OUT/checkpoint.pt when it exists")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.type in ("bool", bool):
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tc = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    data, out = Path(args.data), Path(args.out)
+    if not (data / "meta.json").is_file():
+        print(f"wavenet-train: no prepared data in {data} (run wavenet-prepare first)", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device(args.device)
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    checkpoint = out / "checkpoint.pt"
+    if args.resume and checkpoint.is_file():
+        cfg = config_from_dict(read_checkpoint(checkpoint)["config"])
+    else:
+        cfg = model_config_from(args, data)
+    trainer = Trainer(cfg, tc, data, out, device, rank, world)
+    if args.resume and checkpoint.is_file():
+        trainer.resume(checkpoint)
+        print(f"resumed {checkpoint} at step {trainer.progress.step}", file=sys.stderr)
+    elif rank == 0:
+        print(f"model config: {json.dumps(config_to_dict(cfg))}", file=sys.stderr)
+
+    stop = [False]
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop[0] = True  # finish the step, checkpoint, exit
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    if args.minutes:
+        signal.signal(signal.SIGALRM, request_stop)
+        signal.setitimer(signal.ITIMER_REAL, 60 * args.minutes)
+    trainer.run(tc.steps, stop)
+    print(f"checkpoint {trainer.out / 'checkpoint.pt'} at step {trainer.progress.step}", file=sys.stderr)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

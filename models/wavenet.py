@@ -1,0 +1,327 @@
+"""The WaveNet: causal dilated convolution, residual block, config, conditioning, the model and its checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.features import MelSpec
+from models.mulaw import CLASSES
+
+CHECKPOINT_FORMAT = "wavenet-stream/1"
+
+
+class CausalConv(nn.Module):
+    """Kernel-2 dilated convolution: out[t] = W0 x[t - dilation] + W1 x[t] + b."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int):
+        super().__init__()
+        self.dilation = dilation
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=2, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, C', T)
+        return self.conv(F.pad(x, (self.dilation, 0)))
+
+
+class ResidualBlock(nn.Module):
+    """Gated unit tanh(a) * sigmoid(b) over a dilated causal conv, with residual and skip outputs."""
+
+    def __init__(self, residual_channels: int, gate_channels: int, skip_channels: int, dilation: int):
+        super().__init__()
+        self.gate_channels = gate_channels
+        self.residual_channels = residual_channels
+        self.dilated = CausalConv(residual_channels, 2 * gate_channels, dilation)
+        self.out = nn.Conv1d(gate_channels, residual_channels + skip_channels, kernel_size=1)
+
+    def forward(self, h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.dilated(h)  # (B, 2G, T)
+        if bias is not None:
+            a = a + bias
+        z = torch.tanh(a[:, : self.gate_channels]) * torch.sigmoid(a[:, self.gate_channels :])
+        out = self.out(z)
+        return h + out[:, : self.residual_channels], out[:, self.residual_channels :]
+
+
+@dataclass(frozen=True)
+class WaveNetConfig:
+    """Everything needed to rebuild the model; saved inside every checkpoint."""
+
+    sample_rate: int = 16000
+    classes: int = CLASSES
+    max_dilation: int = 512  # dilations 1, 2, 4, ... max_dilation, repeated dilation_cycles times
+    dilation_cycles: int = 2
+    residual_channels: int = 64
+    gate_channels: int = 64  # channels of each of the tanh and sigmoid halves
+    skip_channels: int = 128
+    kernel_size: int = 2
+    speakers: int = 0  # 0: no global conditioning
+    speaker_channels: int = 16
+    mel: MelSpec | None = field(default_factory=MelSpec)  # None: no local conditioning
+    cond_channels: int = 64
+    cond_kernel: int = 3  # frame-rate convolution over the mel frames
+    cond_lookahead: int = 1  # future frames that convolution reads
+
+    def __post_init__(self) -> None:
+        if self.kernel_size != 2:
+            raise ValueError("kernel_size must be 2 (the queue generator keeps one past input per layer)")
+        if self.max_dilation < 1 or self.max_dilation & (self.max_dilation - 1):
+            raise ValueError(f"max_dilation must be a power of two, got {self.max_dilation}")
+        if not 0 <= self.cond_lookahead < self.cond_kernel:
+            raise ValueError("cond_lookahead must be in [0, cond_kernel)")
+        if self.mel is not None and self.mel.sample_rate != self.sample_rate:
+            raise ValueError("mel.sample_rate must equal sample_rate")
+
+
+def dilations(cfg: WaveNetConfig) -> tuple[int, ...]:
+    """Each layer's dilation, in order."""
+    cycle = tuple(2**i for i in range(int(math.log2(cfg.max_dilation)) + 1))
+    return cycle * cfg.dilation_cycles
+
+
+def receptive_field(cfg: WaveNetConfig) -> int:
+    """Samples one output sees: itself and sum(dilations) before it (kernel 2)."""
+    return (cfg.kernel_size - 1) * sum(dilations(cfg)) + 1
+
+
+def frame_context(cfg: WaveNetConfig) -> tuple[int, int]:
+    """Frames needed before and after a span of frames to condition it exactly: (left, right)."""
+    return cfg.cond_kernel - 1 - cfg.cond_lookahead, cfg.cond_lookahead + 1
+
+
+def lookahead_frames(cfg: WaveNetConfig) -> int:
+    """Frames beyond the current sample's own frame that conditioning reads (conv lookahead + interpolation)."""
+    return frame_context(cfg)[1]
+
+
+def interpolate_frames(per_frame: torch.Tensor, hop: int) -> torch.Tensor:
+    """(B, C, F + 1) frame-rate values to (B, C, F * hop): sample i*hop + k = lerp(frame i, frame i+1, k / hop)."""
+    alpha = torch.arange(hop, dtype=per_frame.dtype, device=per_frame.device) / hop
+    left = per_frame[:, :, :-1, None]
+    right = per_frame[:, :, 1:, None]
+    return (left + (right - left) * alpha).flatten(2)
+
+
+class FrameNet(nn.Module):
+    """Frame-rate features (B, n_mels, F + left + right) to conditioning (B, cond_channels, F + 1)."""
+
+    def __init__(self, n_mels: int, cond_channels: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv1d(n_mels, cond_channels, kernel_size=kernel)
+        self.mix = nn.Conv1d(cond_channels, cond_channels, kernel_size=1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mix(F.leaky_relu(self.conv(frames), 0.2)))
+
+
+class WaveNet(nn.Module):
+    """Autoregressive WaveNet over μ-law classes, with optional speaker and mel-frame conditioning.
+
+    Position t takes the previous sample's class and predicts sample t's class.
+    """
+
+    def __init__(self, cfg: WaveNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        layers = dilations(cfg)
+        width = len(layers) * 2 * cfg.gate_channels  # every layer's gate bias, stacked
+        self.embed = nn.Embedding(cfg.classes, cfg.residual_channels)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, d) for d in layers
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1),
+            nn.ReLU(),
+            nn.Conv1d(cfg.skip_channels, cfg.classes, 1),
+        )
+        self.speaker_embed: nn.Embedding | None = None
+        self.speaker_proj: nn.Linear | None = None
+        if cfg.speakers > 0:
+            self.speaker_embed = nn.Embedding(cfg.speakers, cfg.speaker_channels)
+            self.speaker_proj = nn.Linear(cfg.speaker_channels, width, bias=False)
+        self.frame_net: FrameNet | None = None
+        self.cond_proj: nn.Conv1d | None = None
+        self.null_frame: nn.Parameter | None = None
+        if cfg.mel is not None:
+            self.frame_net = FrameNet(cfg.mel.n_mels, cfg.cond_channels, cfg.cond_kernel)
+            self.cond_proj = nn.Conv1d(cfg.cond_channels, width, 1, bias=False)
+            self.null_frame = nn.Parameter(torch.zeros(cfg.mel.n_mels))  # the learned "no features" frame
+
+    # --- conditioning -------------------------------------------------------------------------------
+    def frame_conditioning(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F + left + right) padded frames to per-frame conditioning (B, cond_channels, F + 1)."""
+        assert self.frame_net is not None, "model has no local conditioning"
+        return self.frame_net(frames)
+
+    def free_conditioning(self) -> torch.Tensor:
+        """(cond_channels,) steady-state conditioning of an endless run of the learned null frame."""
+        assert self.frame_net is not None and self.null_frame is not None
+        frames = self.null_frame[None, :, None].expand(1, -1, self.cfg.cond_kernel)
+        return self.frame_net(frames)[0, :, 0]
+
+    def gate_bias_from_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B, cond_channels, N) conditioning to (B, layers * 2G, N) gate biases."""
+        assert self.cond_proj is not None
+        return self.cond_proj(cond)
+
+    def gate_bias_from_speaker(self, speaker: torch.Tensor) -> torch.Tensor:
+        """(B,) speaker ids to (B, layers * 2G) gate biases."""
+        assert self.speaker_embed is not None and self.speaker_proj is not None
+        return self.speaker_proj(self.speaker_embed(speaker))
+
+    def gate_bias(
+        self,
+        frames: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
+        free: torch.Tensor | None = None,
+    ) -> GateBias:
+        """Gate biases from padded frames (None: run free), speaker ids and a mask of rows that run free."""
+        per_frame = per_stream = None
+        if self.cfg.mel is not None:
+            free_bias = self.gate_bias_from_cond(self.free_conditioning()[None, :, None])[:, :, 0]  # (1, W)
+            if frames is None:
+                per_stream = free_bias
+            else:
+                per_frame = self.gate_bias_from_cond(self.frame_conditioning(frames))  # (B, W, F + 1)
+                if free is not None:  # rows that run free: the null-frame bias at every frame
+                    per_frame = torch.where(free[:, None, None], free_bias[:, :, None], per_frame)
+        if self.cfg.speakers > 0:
+            if speaker is None:
+                raise ValueError("this model needs speaker ids")
+            s = self.gate_bias_from_speaker(speaker)
+            per_stream = s if per_stream is None else per_stream + s
+        hop = self.cfg.mel.hop if self.cfg.mel is not None else 1
+        return GateBias(per_frame, per_stream, hop)
+
+    # --- parallel forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        frames: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
+        free: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) previous-sample classes -> (B, classes, T) logits for each position's sample."""
+        return self.run_layers(inputs, self.gate_bias(frames, speaker, free))[0]
+
+    def run_layers(self, inputs: torch.Tensor, bias: GateBias) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, T) classes and their gate biases to logits and each layer's input (B, R, T)."""
+        h = self.embed(inputs).transpose(1, 2)  # (B, R, T)
+        skip: torch.Tensor | None = None
+        layer_inputs = []
+        two_g = 2 * self.cfg.gate_channels
+        for i, block in enumerate(self.blocks):
+            layer_inputs.append(h)
+            h, s = block(h, bias.layer(slice(i * two_g, (i + 1) * two_g), inputs.shape[1]))
+            skip = s if skip is None else skip + s
+        assert skip is not None
+        return self.head(skip), layer_inputs
+
+
+@dataclass(frozen=True)
+class GateBias:
+    """Conditioning as gate biases: per frame (B, W, F + 1), interpolated to samples, plus per stream (B, W)."""
+
+    per_frame: torch.Tensor | None
+    per_stream: torch.Tensor | None
+    hop: int
+
+    def layer(self, channels: slice, n_samples: int) -> torch.Tensor | None:
+        """(B, 2G, n_samples) bias for one layer's gate channels."""
+        bias = None
+        if self.per_frame is not None:
+            bias = interpolate_frames(self.per_frame[:, channels], self.hop)
+            if bias.shape[-1] < n_samples:
+                raise ValueError(f"frames cover {bias.shape[-1]} samples, input has {n_samples}")
+            bias = bias[:, :, :n_samples]
+        if self.per_stream is not None:
+            stream = self.per_stream[:, channels, None]
+            bias = stream if bias is None else bias + stream
+        return bias
+
+
+def pad_frames(frames: torch.Tensor, cfg: WaveNetConfig) -> torch.Tensor:
+    """(B, n_mels, F) frames of a whole signal to the zero-padded (B, n_mels, F + left + right) FrameNet input."""
+    left, right = frame_context(cfg)
+    return F.pad(frames, (left, right))
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or does not match its config."""
+
+
+def config_to_dict(cfg: WaveNetConfig) -> dict[str, Any]:
+    """The config as plain types, safe for weights_only loading."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(raw: dict[str, Any]) -> WaveNetConfig:
+    """Inverse of config_to_dict; rejects unknown fields."""
+    known = {f.name for f in dataclasses.fields(WaveNetConfig)}
+    unknown = set(raw) - known
+    if unknown:
+        raise CheckpointError(f"unknown config fields: {sorted(unknown)}")
+    values = dict(raw)
+    if values.get("mel") is not None:
+        values["mel"] = MelSpec(**values["mel"])
+    return WaveNetConfig(**values)
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: WaveNet, extra: dict[str, Any] | None = None) -> None:
+    """Write config and weights (and any extra plain data) atomically."""
+    payload = {"format": CHECKPOINT_FORMAT, "config": config_to_dict(model.cfg), "model": model.state_dict()}
+    payload.update(extra or {})
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw checkpoint dict, loaded without unpickling arbitrary objects."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or hostile files
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or hostile): {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike[str], key: str = "model") -> WaveNet:
+    """Rebuild the model from the config inside the checkpoint and load its weights (key: 'model' or 'ema')."""
+    payload = read_checkpoint(path)
+    try:
+        cfg = config_from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} has a bad config: {exc}") from exc
+    model = WaveNet(cfg)
+    state = payload.get(key)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} has no '{key}' weights")
+    missing, unexpected = _state_mismatch(model, state)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # shape mismatch
+        raise CheckpointError(f"checkpoint {path} does not match its config: {exc}") from exc
+    return model.eval()
+
+
+def _state_mismatch(model: nn.Module, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)

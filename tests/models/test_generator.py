@@ -1,0 +1,175 @@
+"""The queue generator: exact against the parallel model, primed, batched and seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.generator import Generator, StreamConfig
+from models.mulaw import SILENCE
+from models.wavenet import WaveNet, pad_frames, receptive_field
+from tests.conftest import random_classes, random_frames, tiny_model
+
+TOLERANCE = 1e-4
+
+
+def parallel_logits(model: WaveNet, classes: np.ndarray, frames: np.ndarray | None, speaker: int) -> np.ndarray:
+    """(T, classes) logits of the parallel forward pass, teacher-forced on classes."""
+    cfg = model.cfg
+    inputs = torch.as_tensor(np.concatenate([[SILENCE], classes[:-1]]))[None]
+    padded = None if frames is None else pad_frames(torch.as_tensor(frames).T[None], cfg)
+    with torch.no_grad():
+        logits = model(inputs, padded, torch.tensor([speaker]) if cfg.speakers else None)
+    return logits[0].T.numpy()
+
+
+def stream_config(model: WaveNet, features: bool, **kwargs: object) -> StreamConfig:
+    speaker = 1 if model.cfg.speakers else 0
+    return StreamConfig(speaker=speaker, features=features, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("features", [True, False])
+def test_teacher_forced_queues_equal_parallel_forward(model: WaveNet, features: bool) -> None:
+    cfg = model.cfg
+    if features and cfg.mel is None:
+        pytest.skip("model takes no features")
+    hop = cfg.mel.hop if cfg.mel else 1
+    n = (3 * receptive_field(cfg) // hop + 5) * hop  # more steps than the receptive field
+    classes = random_classes(n)
+    frames = random_frames(n // hop, cfg.mel.n_mels) if features and cfg.mel else None
+    expected = parallel_logits(model, classes, frames, stream_config(model, features).speaker)
+
+    gen = Generator(model)
+    sid = gen.open(stream_config(model, features))
+    got = []
+    pushed = 0
+    inputs = np.concatenate([[SILENCE], classes[:-1]])
+    for t in range(n):
+        if frames is not None:  # frames arrive one at a time, only as the generator needs them
+            while gen.ready(sid) == 0 and pushed < len(frames):
+                gen.push_frames(sid, frames[pushed : pushed + 1])
+                pushed += 1
+            if gen.ready(sid) == 0:
+                gen.end_frames(sid)
+        assert gen.ready(sid) > 0
+        got.append(gen.step_logits([sid], inputs[t : t + 1])[0])
+    np.testing.assert_allclose(np.array(got), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_features_are_consumed_only_as_far_as_received_plus_lookahead() -> None:
+    model = tiny_model("both")
+    cfg = model.cfg
+    assert cfg.mel is not None
+    gen = Generator(model)
+    sid = gen.open(StreamConfig(features=True))
+    frames = random_frames(10, cfg.mel.n_mels)
+    gen.push_frames(sid, frames[:2])
+    assert gen.ready(sid) == 0  # lookahead is 3 frames
+    gen.push_frames(sid, frames[2:7])
+    assert gen.ready(sid) == (7 - 3) * cfg.mel.hop
+    out = gen.generate(1000)
+    assert len(out[sid]) == 4 * cfg.mel.hop
+    assert gen.ready(sid) == 0 and not gen.done(sid)
+    gen.push_frames(sid, frames[7:])
+    gen.end_frames(sid)
+    assert gen.ready(sid) == 6 * cfg.mel.hop  # end of input flushes the rest
+    assert len(gen.generate(1000)[sid]) == 6 * cfg.mel.hop
+    assert gen.done(sid)
+
+
+def test_priming_equals_stepping_through_the_seed() -> None:
+    model = tiny_model("both")
+    cfg = model.cfg
+    assert cfg.mel is not None
+    n_seed = 2 * receptive_field(cfg) + 3
+    seed = random_classes(n_seed)
+    frames = random_frames(n_seed // cfg.mel.hop + 20, cfg.mel.n_mels)
+    gen = Generator(model)
+    primed = gen.open(StreamConfig(speaker=1, features=True, seed=5), seed_audio=seed)
+    stepped = gen.open(StreamConfig(speaker=1, features=True, seed=5))
+    for sid in (primed, stepped):
+        gen.push_frames(sid, frames)
+        gen.end_frames(sid)
+    inputs = np.concatenate([[SILENCE], seed[:-1]])
+    for t in range(n_seed):
+        gen.step_logits([stepped], inputs[t : t + 1])
+    gen.streams[stepped].last = int(seed[-1])
+    gen.generate(0)  # primes the seeded stream
+    a, b = gen.streams[primed], gen.streams[stepped]
+    assert a.t == b.t == n_seed
+    for queue in gen.queues:
+        np.testing.assert_allclose(queue[a.slot].numpy(), queue[b.slot].numpy(), atol=TOLERANCE, rtol=0)
+    out = gen.generate(300)
+    assert np.array_equal(out[primed], out[stepped])
+
+
+def generate_all(gen: Generator, sid: int, chunk: int = 37) -> np.ndarray:
+    parts = []
+    while not gen.done(sid):
+        parts.append(gen.generate(chunk).get(sid, np.zeros(0, np.int64)))
+    return np.concatenate(parts)
+
+
+def test_seeded_stream_is_identical_alone_and_in_a_changing_batch() -> None:
+    model = tiny_model("both")
+    cfg = model.cfg
+    assert cfg.mel is not None
+    frames = random_frames(60, cfg.mel.n_mels)
+    config = StreamConfig(speaker=1, features=True, seed=1234, temperature=0.9)
+
+    alone = Generator(model)
+    sid = alone.open(config)
+    alone.push_frames(sid, frames)
+    alone.end_frames(sid)
+    expected = generate_all(alone, sid)
+    assert len(expected) == 60 * cfg.mel.hop
+
+    busy = Generator(model)
+    others = [busy.open(StreamConfig(speaker=0, seed=s, length=50 + 40 * s)) for s in range(3)]
+    sid = busy.open(config)
+    got = []
+    fed = 0
+    step = 0
+    while not busy.done(sid):
+        if fed < len(frames):  # frames arrive in uneven blocks
+            busy.push_frames(sid, frames[fed : fed + 7])
+            fed += 7
+            if fed >= len(frames):
+                busy.end_frames(sid)
+        if step == 2:
+            others.append(busy.open(StreamConfig(speaker=1, seed=99, length=400)))
+        if step == 4:
+            busy.close(others.pop(0))
+        out = busy.generate(23)
+        got.append(out.get(sid, np.zeros(0, np.int64)))
+        for other in list(others):
+            if busy.done(other):
+                busy.close(other)
+                others.remove(other)
+        step += 1
+    assert np.array_equal(np.concatenate(got), expected)
+
+
+def test_same_seed_same_audio_and_other_seed_other_audio() -> None:
+    model = tiny_model("speaker")
+
+    def run(seed: int) -> np.ndarray:
+        gen = Generator(model)
+        sid = gen.open(StreamConfig(speaker=2, seed=seed, length=500))
+        return generate_all(gen, sid)
+
+    assert np.array_equal(run(7), run(7))
+    assert not np.array_equal(run(7), run(8))
+
+
+def test_many_streams_grow_the_bank_and_reuse_slots() -> None:
+    model = tiny_model("plain")
+    gen = Generator(model)
+    sids = [gen.open(StreamConfig(seed=i, length=20)) for i in range(10)]
+    out = gen.generate(100)
+    assert all(len(out[sid]) == 20 for sid in sids) and all(gen.done(sid) for sid in sids)
+    for sid in sids:
+        gen.close(sid)
+    again = gen.open(StreamConfig(seed=3, length=20))
+    assert np.array_equal(gen.generate(100)[again], out[sids[3]])  # a reused slot starts clean
