@@ -232,7 +232,7 @@ class Trainer:
         update_ema(self.ema, self.model, tc.ema)
         self.progress.step += 1
         self.progress.samples += batch["inputs"].numel() * self.world
-        return float(loss)
+        return float(loss.detach())
 
     def run(self, until: int, stop: list[bool], show: bool = True) -> list[float]:
         """Train until step `until` (or a stop request); returns the losses of the steps run."""
