@@ -157,36 +157,25 @@ class Generator:
         return state.seed_audio is None and state.t >= state.end
 
     # --- generation ---------------------------------------------------------------------------------
-    def generate(self, max_steps: int) -> dict[int, np.ndarray]:
-        """Run up to max_steps steps for every stream with samples ready; returns each stream's new classes."""
-        for state in self.streams.values():
+    def generate(self, max_steps: int, sids: list[int] | None = None) -> dict[int, np.ndarray]:
+        """Run up to max_steps steps for every stream (or those in sids) with samples ready; their new classes."""
+        chosen = {sid: self.streams[sid] for sid in (self.streams if sids is None else sids)}
+        for state in chosen.values():
             if state.seed_audio is not None and self._conditioned_until(state) >= len(state.seed_audio):
                 self._prime(state)
-        counts = {sid: min(self.ready(sid), max_steps) for sid, s in self.streams.items() if s.seed_audio is None}
+        counts = {sid: min(self.ready(sid), max_steps) for sid, s in chosen.items() if s.seed_audio is None}
         counts = {sid: n for sid, n in counts.items() if n > 0}
         if not counts:
             return {}
         sids = sorted(counts, key=lambda sid: -counts[sid])  # streams that run longest first
-        states = [self.streams[sid] for sid in sids]
+        states = [chosen[sid] for sid in sids]
         steps = counts[sids[0]]
         bias = torch.zeros(len(sids), steps, self.width)
         for row, state in enumerate(states):
             bias[row, : counts[sids[row]]] = self._sample_bias(state, state.t, counts[sids[row]])
-        out = np.zeros((len(sids), steps), np.int64)
         seeds = np.array([s.config.seed for s in states], np.uint64)
         temperatures = np.array([s.config.temperature for s in states], np.float64)
-        active = len(sids)
-        for i in range(steps):
-            while counts[sids[active - 1]] <= i:
-                active -= 1
-            batch = states[:active]
-            inputs = torch.tensor([s.last for s in batch])
-            positions = np.array([s.t for s in batch], np.uint64)
-            logits = self._step(batch, inputs, bias[:active, i])
-            picks = sample(logits.numpy(), temperatures[:active], uniforms(seeds[:active], positions))
-            for state, pick in zip(batch, picks):
-                state.last = int(pick)
-            out[:active, i] = picks
+        out = self._run_chunk(states, [counts[sid] for sid in sids], bias, seeds, temperatures)
         for state in states:
             self._trim(state)
         return {sid: out[row, : counts[sid]] for row, sid in enumerate(sids)}
@@ -199,6 +188,34 @@ class Generator:
         return logits.numpy()
 
     # --- internals ----------------------------------------------------------------------------------
+    def _run_chunk(
+        self,
+        states: list[StreamState],
+        counts: list[int],
+        bias: torch.Tensor,
+        seeds: np.ndarray,
+        temperatures: np.ndarray,
+    ) -> np.ndarray:
+        """Step streams (sorted longest first) counts[row] times each on the (B, steps, width) gate biases.
+
+        Samples every step, advances each stream's t and last; returns the (B, steps) classes (0 past a count).
+        """
+        steps = bias.shape[1]
+        out = np.zeros((len(states), steps), np.int64)
+        active = len(states)
+        for i in range(steps):
+            while counts[active - 1] <= i:
+                active -= 1
+            batch = states[:active]
+            inputs = torch.tensor([s.last for s in batch])
+            positions = np.array([s.t for s in batch], np.uint64)
+            logits = self._step(batch, inputs, bias[:active, i])
+            picks = sample(logits.numpy(), temperatures[:active], uniforms(seeds[:active], positions))
+            for state, pick in zip(batch, picks):
+                state.last = int(pick)
+            out[:active, i] = picks
+        return out
+
     def _step(self, states: list[StreamState], inputs: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """One sample for each stream: reads and writes each layer's queue at t mod dilation. O(layers)."""
         w = self._weights

@@ -1,0 +1,149 @@
+"""The Python client: typed calls that yield numpy audio chunks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from models import data
+from models.features import MelSpec, log_mel
+from server.settings import DEFAULT_PORT, Limits
+from wavenet.codec import decode_audio, mel_spec
+from wavenet.v1 import wavenet_pb2 as pb
+from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
+
+FRAMES_PER_MESSAGE = 8  # frames per Synthesize message when streaming a recording (100 ms at hop 200, 16 kHz)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Audio from the server: float32 samples in [-1, 1] starting at sample `first_sample` of the stream."""
+
+    first_sample: int
+    audio: np.ndarray
+    summary: pb.Summary | None  # on the last chunk only
+
+
+class WaveNetClient:
+    """A connection to a wavenet-server."""
+
+    def __init__(self, target: str = f"localhost:{DEFAULT_PORT}", timeout: float | None = None,
+                 max_message_bytes: int = Limits().max_message_bytes):
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        self.channel = grpc.insecure_channel(target, options=options)
+        self.stub = pb_grpc.WaveNetStub(self.channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> WaveNetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def models(self) -> list[pb.ModelInfo]:
+        return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout).models)
+
+    def model(self, name: str = "") -> pb.ModelInfo:
+        """One model's description (the default model for '')."""
+        models = self.models()
+        for info in models:
+            if info.name == name or not name:
+                return info
+        raise KeyError(f"no model named {name!r} (have {', '.join(m.name for m in models)})")
+
+    def generate(self, seconds: float | None = None, *, samples: int | None = None, model: str = "",
+                 speaker: int | None = None, temperature: float | None = None, seed: int | None = None,
+                 features: np.ndarray | None = None, prime: np.ndarray | None = None,
+                 chunk_samples: int = 0) -> Iterator[Chunk]:
+        """Free-running audio (give seconds or samples), or features (frames, channels) vocoded whole."""
+        request = request_for(model=model, seconds=seconds, samples=samples, speaker=speaker,
+                              temperature=temperature, seed=seed, chunk_samples=chunk_samples)
+        if features is not None:
+            request.features.CopyFrom(frames_message(features))
+        if prime is not None:
+            request.prime.CopyFrom(pb.Audio(encoding=pb.FLOAT32, data=np.asarray(prime, "<f4").tobytes()))
+        yield from chunks_of(self.stub.Generate(request, timeout=self.timeout))
+
+    def synthesize(self, frames: Iterable[np.ndarray], *, model: str = "", speaker: int | None = None,
+                   temperature: float | None = None, seed: int | None = None, seconds: float | None = None,
+                   chunk_samples: int = 0) -> Iterator[Chunk]:
+        """Live vocoding: blocks of (n, channels) frames go out as they come, audio comes back as it is made."""
+        config = request_for(model=model, seconds=seconds, samples=None, speaker=speaker, temperature=temperature,
+                             seed=seed, chunk_samples=chunk_samples)
+
+        def requests() -> Iterator[pb.SynthesizeRequest]:
+            yield pb.SynthesizeRequest(config=config)
+            for block in frames:
+                yield pb.SynthesizeRequest(frames=frames_message(block))
+            yield pb.SynthesizeRequest(end=pb.EndOfInput())
+
+        yield from chunks_of(self.stub.Synthesize(requests(), timeout=self.timeout))
+
+    def vocode(self, audio: np.ndarray, sample_rate: int, *, model: str = "", realtime: bool = False,
+               **kwargs: object) -> Iterator[Chunk]:
+        """A recording re-voiced: its log-mel frames, computed as in training, streamed through Synthesize."""
+        info = self.model(model)
+        if not info.HasField("features"):
+            raise ValueError(f"model {info.name} takes no features")
+        frames = recording_frames(audio, sample_rate, mel_spec(info.features))
+        blocks = frame_blocks(frames, FRAMES_PER_MESSAGE, info.features.hop / info.sample_rate if realtime else 0.0)
+        yield from self.synthesize(blocks, model=info.name, **kwargs)  # type: ignore[arg-type]
+
+
+def request_for(*, model: str, seconds: float | None, samples: int | None, speaker: int | None,
+                temperature: float | None, seed: int | None, chunk_samples: int) -> pb.GenerateRequest:
+    """A GenerateRequest in float32, with only the fields given."""
+    request = pb.GenerateRequest(model=model, encoding=pb.FLOAT32, chunk_samples=chunk_samples)
+    if seconds is not None:
+        request.seconds = seconds
+    if samples is not None:
+        request.samples = samples
+    if speaker is not None:
+        request.speaker = speaker
+    if temperature is not None:
+        request.temperature = temperature
+    if seed is not None:
+        request.seed = seed
+    return request
+
+
+def frames_message(frames: np.ndarray) -> pb.FeatureFrames:
+    frames = np.asarray(frames, np.float32)
+    return pb.FeatureFrames(values=frames.ravel().tolist(), num_frames=len(frames))
+
+
+def chunks_of(responses: Iterable[pb.AudioChunk]) -> Iterator[Chunk]:
+    for response in responses:
+        yield Chunk(response.first_sample, decode_chunk(response),
+                    response.summary if response.HasField("summary") else None)
+
+
+def decode_chunk(chunk: pb.AudioChunk) -> np.ndarray:
+    """(num_samples,) float32 audio of a chunk in any encoding."""
+    return decode_audio(chunk.audio, chunk.encoding or pb.PCM16, "audio")
+
+
+def recording_frames(audio: np.ndarray, sample_rate: int, spec: MelSpec) -> np.ndarray:
+    """(frames, n_mels) of a recording prepared as the training clips were: mono, resampled, loudness-normalised."""
+    wav = data.resample(data.to_mono(np.asarray(audio, np.float64)), sample_rate, spec.sample_rate)
+    wav = data.crop_to_hops(data.normalise_loudness(wav, spec.sample_rate), spec.hop)
+    return log_mel(data.quantise(wav) / 32768.0, spec)
+
+
+def frame_blocks(frames: np.ndarray, per_block: int, seconds_per_frame: float) -> Iterator[np.ndarray]:
+    """Blocks of frames, paced like a live feed when seconds_per_frame > 0."""
+    start = time.monotonic()
+    for i in range(0, len(frames), per_block):
+        if seconds_per_frame:
+            delay = start + (i + per_block) * seconds_per_frame - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        yield frames[i : i + per_block]

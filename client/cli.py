@@ -1,0 +1,160 @@
+"""`wavenet-client`: list models, generate audio, re-voice a recording, against a running wavenet-server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import soundfile as sf
+
+from client.api import Chunk, WaveNetClient
+from server.settings import DEFAULT_PORT
+
+
+class Progress:
+    """Seconds of audio received, real-time factor and time to first audio, on one stderr line."""
+
+    def __init__(self, sample_rate: int, total_seconds: float | None, quiet: bool):
+        from tqdm import tqdm
+
+        self.sample_rate = sample_rate
+        self.started = time.monotonic()
+        self.first: float | None = None
+        self.bar = tqdm(total=total_seconds, unit="s", unit_scale=False, disable=quiet, file=sys.stderr,
+                        bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} s audio [{elapsed}{postfix}]"
+                        if total_seconds else "{n:.2f} s audio [{elapsed}{postfix}]")
+
+    def update(self, chunk: Chunk) -> None:
+        now = time.monotonic()
+        if self.first is None and len(chunk.audio):
+            self.first = now - self.started
+        self.bar.update(len(chunk.audio) / self.sample_rate)
+        seconds = (chunk.first_sample + len(chunk.audio)) / self.sample_rate
+        ttfa = f"{1000 * self.first:.0f} ms" if self.first is not None else "-"
+        self.bar.set_postfix_str(f"RTF {seconds / max(now - self.started, 1e-9):.2f}x, first audio {ttfa}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def receive(chunks: Iterator[Chunk], progress: Progress) -> tuple[np.ndarray, Chunk | None]:
+    """All audio of a call, in order; and its last chunk (with the summary)."""
+    parts, last = [], None
+    for chunk in chunks:
+        parts.append(chunk.audio)
+        progress.update(chunk)
+        last = chunk
+    progress.close()
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), last
+
+
+def write_audio(path: str, audio: np.ndarray, sample_rate: int) -> None:
+    sf.write(path, audio, sample_rate, subtype="PCM_16")
+
+
+def cmd_models(client: WaveNetClient, args: argparse.Namespace) -> int:
+    for info in client.models():
+        print(f"{info.name}: {info.sample_rate} Hz, {info.classes} classes, receptive field {info.receptive_field} "
+              f"samples, speakers {list(info.speakers) or '-'}")
+        if info.HasField("features"):
+            f = info.features
+            print(f"  features: {f.channels} log-mel bands, hop {f.hop}, lookahead {f.lookahead_frames} frames")
+            print(f"  {f.description}")
+    return 0
+
+
+def cmd_generate(client: WaveNetClient, args: argparse.Namespace) -> int:
+    info = client.model(args.model)
+    progress = Progress(info.sample_rate, args.seconds, args.quiet)
+    audio, last = receive(client.generate(args.seconds, model=info.name, speaker=args.speaker,
+                                          temperature=args.temperature, seed=args.seed), progress)
+    write_audio(args.output, audio, info.sample_rate)
+    report(args, len(audio) / info.sample_rate, last)
+    return 0
+
+
+def cmd_vocode(client: WaveNetClient, args: argparse.Namespace) -> int:
+    try:
+        recording, rate = sf.read(args.input, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise BadFile(f"cannot read {args.input}: {exc}") from None
+    info = client.model(args.model)
+    progress = Progress(info.sample_rate, len(recording) / rate, args.quiet)
+    chunks = client.vocode(recording, rate, model=info.name, realtime=args.realtime, speaker=args.speaker,
+                           temperature=args.temperature, seed=args.seed)
+    audio, last = receive(chunks, progress)
+    write_audio(args.output, audio, info.sample_rate)
+    report(args, len(audio) / info.sample_rate, last)
+    return 0
+
+
+def report(args: argparse.Namespace, seconds: float, last: Chunk | None) -> None:
+    if args.quiet or last is None or last.summary is None:
+        return
+    s = last.summary
+    print(f"wrote {args.output}: {seconds:.2f} s, real-time factor {s.real_time_factor:.2f}, first audio after "
+          f"{1000 * s.time_to_first_audio_seconds:.0f} ms, seed {s.seed}", file=sys.stderr)
+
+
+class BadFile(Exception):
+    """An input file that cannot be used."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="wavenet-client", description=__doc__)
+    p.add_argument("--server", default=f"localhost:{DEFAULT_PORT}", help="host:port of the wavenet-server")
+    p.add_argument("--timeout", type=float, default=None, help="deadline per call, seconds")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or report")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the server's models")
+
+    def sampling(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--model", default="", help="model name (default: the server's default)")
+        q.add_argument("--speaker", type=int, default=None)
+        q.add_argument("--temperature", type=float, default=None)
+        q.add_argument("--seed", type=int, default=None, help="same seed, same audio")
+        q.add_argument("-o", "--output", required=True, help="output .wav or .flac")
+
+    g = sub.add_parser("generate", help="free-running audio")
+    g.add_argument("--seconds", type=float, required=True)
+    sampling(g)
+    v = sub.add_parser("vocode", help="re-voice a recording through its log-mel frames")
+    v.add_argument("input", help="a recording soundfile can read")
+    v.add_argument("--realtime", action="store_true", help="send frames paced like a live feed")
+    sampling(v)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    commands = {"models": cmd_models, "generate": cmd_generate, "vocode": cmd_vocode}
+    output = getattr(args, "output", None)
+    if output is not None and Path(output).suffix.lower() not in (".wav", ".flac"):
+        print(f"wavenet-client: output must be .wav or .flac, got {output}", file=sys.stderr)
+        return 2
+    with WaveNetClient(args.server, timeout=args.timeout) as client:
+        try:
+            return commands[args.command](client, args)
+        except BadFile as exc:
+            print(f"wavenet-client: {exc}", file=sys.stderr)
+            return 2
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                print(f"wavenet-client: cannot reach a server at {args.server}: {details}", file=sys.stderr)
+            else:
+                print(f"wavenet-client: {code.name if code else 'error'}: {details}", file=sys.stderr)
+            return 1
+        except (KeyError, ValueError) as exc:
+            print(f"wavenet-client: {exc}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Validation and proto <-> array conversion: small pure functions, no gRPC context, no generation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import mulaw
+from models.generator import StreamConfig
+from models.wavenet import WaveNetConfig, lookahead_frames, receptive_field
+from server.settings import DEFAULT_CHUNK_SECONDS, DEFAULT_TEMPERATURE, Limits
+from wavenet.codec import Encoding, InvalidField, decode_audio, encoding_of, feature_spec, frames_of
+from wavenet.v1 import wavenet_pb2 as pb
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated request, in the generator's terms."""
+
+    stream: StreamConfig
+    prime: np.ndarray | None  # classes
+    frames: np.ndarray | None  # (n, channels), given whole
+    encoding: Encoding
+    chunk_samples: int
+
+
+def model_info(name: str, cfg: WaveNetConfig, speakers: list[str]) -> pb.ModelInfo:
+    """What ListModels says about one model."""
+    info = pb.ModelInfo(
+        name=name,
+        sample_rate=cfg.sample_rate,
+        classes=cfg.classes,
+        receptive_field=receptive_field(cfg),
+        speakers=speakers,
+        free_running=True,
+        default_temperature=DEFAULT_TEMPERATURE,
+    )
+    if cfg.mel is not None:
+        info.features.CopyFrom(feature_spec(cfg.mel, lookahead_frames(cfg)))
+    return info
+
+
+def length_in_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits, field: str) -> int | None:
+    """The requested length in samples, or None when not given."""
+    which = request.WhichOneof("length")
+    if which is None:
+        return None
+    if which == "seconds":
+        seconds = request.seconds
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise InvalidField(f"{field}.seconds", f"must be a positive number, got {seconds}")
+        if seconds > limits.max_seconds:
+            raise InvalidField(f"{field}.seconds", f"{seconds:g} exceeds the limit of {limits.max_seconds:g} s")
+        return max(1, round(seconds * sample_rate))
+    samples = request.samples
+    if samples == 0:
+        raise InvalidField(f"{field}.samples", "must be > 0")
+    if samples > limits.max_seconds * sample_rate:
+        raise InvalidField(f"{field}.samples", f"{samples} exceeds the limit of {limits.max_seconds:g} s")
+    return samples
+
+
+def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, streamed: bool, seed: int,
+             field: str = "") -> Request:
+    """A GenerateRequest (or Synthesize's config, streamed=True) checked against the model and the limits."""
+    prefix = f"{field}." if field else ""
+    speaker = request.speaker if request.HasField("speaker") else 0
+    if request.HasField("speaker") and speaker >= max(1, cfg.speakers):
+        raise InvalidField(f"{prefix}speaker", f"{speaker} is not a speaker of this model (it has "
+                                                f"{cfg.speakers or 'no'} speakers)")
+    temperature = request.temperature if request.HasField("temperature") else DEFAULT_TEMPERATURE
+    if not math.isfinite(temperature) or not 0 <= temperature <= limits.max_temperature:
+        raise InvalidField(f"{prefix}temperature", f"must be in [0, {limits.max_temperature:g}], got {temperature}")
+    encoding = encoding_of(request.encoding, f"{prefix}encoding")
+    chunk = request.chunk_samples or round(DEFAULT_CHUNK_SECONDS * cfg.sample_rate)
+    if chunk > limits.max_chunk_seconds * cfg.sample_rate:
+        raise InvalidField(f"{prefix}chunk_samples", f"{chunk} exceeds {limits.max_chunk_seconds:g} s of audio")
+    length = length_in_samples(request, cfg.sample_rate, limits, prefix.rstrip("."))
+    frames = None
+    if request.HasField("features"):
+        if streamed:
+            raise InvalidField(f"{prefix}features", "send frames in the messages after the config")
+        frames = frames_of(request.features, cfg.mel, limits.max_frames, f"{prefix}features")
+    elif length is None and not streamed:
+        raise InvalidField(f"{prefix}length", "give seconds or samples (or features to vocode)")
+    prime = None
+    if request.HasField("prime"):
+        prime_encoding = encoding_of(request.prime.encoding, f"{prefix}prime.encoding")
+        audio = decode_audio(request.prime.data, prime_encoding, f"{prefix}prime.data")
+        if len(audio) > limits.max_prime_seconds * cfg.sample_rate:
+            raise InvalidField(f"{prefix}prime.data", f"longer than {limits.max_prime_seconds:g} s")
+        prime = mulaw.encode(audio, cfg.classes) if len(audio) else None
+    if prime is not None and (frames is not None or streamed):
+        assert cfg.mel is not None
+        if frames is not None and len(prime) >= len(frames) * cfg.mel.hop:
+            raise InvalidField(f"{prefix}prime", "the prime must be shorter than the audio the features cover")
+    uses_features = frames is not None or streamed
+    if uses_features and cfg.mel is None:
+        raise InvalidField(f"{prefix}features", "this model takes no features")
+    stream = StreamConfig(speaker=speaker, temperature=temperature, seed=seed, length=length, features=uses_features)
+    return Request(stream=stream, prime=prime, frames=frames, encoding=encoding, chunk_samples=chunk)

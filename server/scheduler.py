@@ -1,0 +1,177 @@
+"""Continuous batching: one scheduler per model owns its generator and steps every active stream together."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.generator import Generator, StreamConfig
+from server.settings import BUFFER_SECONDS, STEP_TARGET_SECONDS
+
+
+class AtCapacity(RuntimeError):
+    """Every stream slot is taken."""
+
+
+class GenerationFailed(RuntimeError):
+    """The generator raised while stepping this stream."""
+
+
+@dataclass
+class Stream:
+    """The serving side of one generator stream: what the scheduler made and the handler has not read yet."""
+
+    sid: int
+    chunks: asyncio.Queue[np.ndarray | None] = field(default_factory=asyncio.Queue)  # None: finished
+    buffered: int = 0  # samples made and not yet read
+    finished: bool = False
+    error: BaseException | None = None
+
+
+class Scheduler:
+    """Steps all streams with samples ready as one batch, in a worker thread; streams join and leave between steps.
+
+    A stream whose reader falls more than BUFFER_SECONDS behind is skipped until it reads: back-pressure that never
+    holds the others back.
+    """
+
+    def __init__(self, generator: Generator, max_streams: int):
+        self.generator = generator
+        self.max_streams = max_streams
+        self.buffer_limit = round(BUFFER_SECONDS * generator.cfg.sample_rate)
+        self.streams: dict[int, Stream] = {}
+        self._lock = asyncio.Lock()  # held while the generator runs in the worker thread
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator")
+        self._steps = 64  # steps per batch call, adapted to STEP_TARGET_SECONDS
+        self._task: asyncio.Task[None] | None = None
+        self.samples_generated = 0
+
+    @property
+    def active(self) -> int:
+        return len(self.streams)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    # --- called by request handlers -----------------------------------------------------------------
+    async def open(self, config: StreamConfig, prime: np.ndarray | None = None) -> Stream:
+        """Admit a stream, or raise AtCapacity at once."""
+        if len(self.streams) >= self.max_streams:
+            raise AtCapacity(f"all {self.max_streams} streams are busy")
+        async with self._lock:
+            sid = self.generator.open(config, prime)
+        stream = Stream(sid)
+        self.streams[sid] = stream
+        self._wake.set()
+        return stream
+
+    async def push_frames(self, stream: Stream, frames: np.ndarray) -> None:
+        async with self._lock:
+            self.generator.push_frames(stream.sid, frames)
+        self._wake.set()
+
+    async def end_frames(self, stream: Stream) -> None:
+        async with self._lock:
+            self.generator.end_frames(stream.sid)
+        self._wake.set()
+
+    async def read(self, stream: Stream) -> np.ndarray | None:
+        """The next block of classes the stream made, or None once it is finished."""
+        block = await stream.chunks.get()
+        if block is None:
+            if stream.error is not None:
+                raise stream.error
+            return None
+        stream.buffered -= len(block)
+        self._wake.set()
+        return block
+
+    def fail(self, stream: Stream, error: BaseException) -> None:
+        """End the stream with an error its reader will raise."""
+        if not stream.finished:
+            stream.error = error
+            stream.finished = True
+            stream.chunks.put_nowait(None)
+
+    async def close(self, stream: Stream) -> None:
+        """Forget the stream and free its slot (finished, cancelled or failed)."""
+        if self.streams.pop(stream.sid, None) is None:
+            return
+        async with self._lock:
+            self.generator.close(stream.sid)
+        self._wake.set()
+
+    # --- the batch loop -----------------------------------------------------------------------------
+    def _runnable(self) -> list[int]:
+        return [sid for sid, s in self.streams.items()
+                if not s.finished and s.buffered < self.buffer_limit and self.generator.ready(sid) > 0]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            sids = self._runnable()
+            if not sids:
+                await self._wake.wait()
+                continue
+            async with self._lock:
+                sids = [sid for sid in sids if sid in self.streams]  # one may have closed meanwhile
+                started = time.perf_counter()
+                try:
+                    out = await loop.run_in_executor(self._executor, self.generator.generate, self._steps, sids)
+                except Exception as exc:  # noqa: BLE001 - fail these streams, keep serving the rest
+                    await self._fail_one_by_one(sids, exc)
+                    continue
+                elapsed = time.perf_counter() - started
+            self._adapt(elapsed, max((len(v) for v in out.values()), default=0))
+            for sid, classes in out.items():
+                stream = self.streams.get(sid)
+                if stream is None:
+                    continue
+                self.samples_generated += len(classes)
+                stream.buffered += len(classes)
+                stream.chunks.put_nowait(classes)
+            for sid in sids:
+                stream = self.streams.get(sid)
+                if stream is not None and not stream.finished and self.generator.done(sid):
+                    stream.finished = True
+                    stream.chunks.put_nowait(None)
+            await asyncio.sleep(0)  # let handlers run between batch steps
+
+    def _adapt(self, elapsed: float, steps: int) -> None:
+        """Size the next batch call to about STEP_TARGET_SECONDS of work."""
+        if steps < self._steps or elapsed <= 0:
+            return
+        wanted = self._steps * STEP_TARGET_SECONDS / elapsed
+        self._steps = int(min(4096, max(8, 0.5 * self._steps + 0.5 * wanted)))
+
+    async def _fail_one_by_one(self, sids: list[int], exc: Exception) -> None:
+        """A batch step raised: fail the streams that also raise alone."""
+        del exc
+        loop = asyncio.get_running_loop()
+        for sid in sids:
+            stream = self.streams.get(sid)
+            if stream is None:
+                continue
+            try:
+                out = await loop.run_in_executor(self._executor, self.generator.generate, 1, [sid])
+            except Exception as alone:  # noqa: BLE001
+                self.fail(stream, GenerationFailed(f"{type(alone).__name__}: {alone}"))
+                continue
+            for classes in out.values():
+                stream.buffered += len(classes)
+                stream.chunks.put_nowait(classes)

@@ -1,0 +1,297 @@
+"""`wavenet-server`: the gRPC service (grpc.aio). Thin: validation lives in convert, batching in scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from models.generator import Generator
+from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
+from server import convert
+from server.metrics import Metrics
+from server.scheduler import AtCapacity, GenerationFailed, Scheduler, Stream
+from server.settings import DEFAULT_HOST, DEFAULT_MAX_STREAMS, DEFAULT_MODEL, DEFAULT_PORT, GRACE_SECONDS, Limits
+from wavenet.codec import InvalidField, encode_audio, frames_of
+from wavenet.v1 import wavenet_pb2 as pb
+from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
+
+log = logging.getLogger("wavenet.server")
+Context: TypeAlias = grpc.aio.ServicerContext
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WaveNet"].full_name
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    cfg: WaveNetConfig
+    info: pb.ModelInfo
+    scheduler: Scheduler
+
+
+def load_model(spec: str, max_streams: int) -> LoadedModel:
+    """'PATH' or 'NAME=PATH' to a loaded model with its scheduler (not yet started)."""
+    name, _, path = spec.rpartition("=")
+    name = name or _stem(path)
+    model = load_checkpoint(path, key="model")
+    raw = read_checkpoint(path)
+    speakers = [str(s) for s in raw.get("speakers", [])] or [f"speaker{i}" for i in range(model.cfg.speakers)]
+    info = convert.model_info(name, model.cfg, speakers[: model.cfg.speakers])
+    return LoadedModel(name, model.cfg, info, Scheduler(Generator(model), max_streams))
+
+
+def _stem(path: str) -> str:
+    base = path.rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] or base
+
+
+class WaveNetService(pb_grpc.WaveNetServicer):
+    """ListModels, Generate and Synthesize over the loaded models."""
+
+    def __init__(self, models: dict[str, LoadedModel], limits: Limits, metrics: Metrics):
+        self.models = models
+        self.default = next(iter(models))
+        self.limits = limits
+        self.metrics = metrics
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[m.info for m in self.models.values()])
+
+    async def Generate(self, request: pb.GenerateRequest, context: Context) -> AsyncIterator[pb.AudioChunk]:
+        async for chunk in self._serve("Generate", request, None, context):
+            yield chunk
+
+    async def Synthesize(self, request_iterator: AsyncIterator[pb.SynthesizeRequest],
+                         context: Context) -> AsyncIterator[pb.AudioChunk]:
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the stream ended before the config")
+        if first.WhichOneof("kind") != "config":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the first message must be the config")
+        async for chunk in self._serve("Synthesize", first.config, request_iterator, context):
+            yield chunk
+
+    # --- one request, either method -----------------------------------------------------------------
+    async def _serve(self, method: str, request: pb.GenerateRequest,
+                     feed: AsyncIterator[pb.SynthesizeRequest] | None,
+                     context: Context) -> AsyncIterator[pb.AudioChunk]:
+        rid = uuid.uuid4().hex[:16]
+        started = time.monotonic()
+        outcome = "OK"
+        samples = 0
+        first_audio: float | None = None
+        model_name = request.model or self.default
+        try:
+            model = self.models.get(model_name)
+            if model is None:
+                raise _Abort(grpc.StatusCode.NOT_FOUND, f"model: no model named {request.model!r} "
+                                                        f"(have {', '.join(self.models)})")
+            seed = request.seed if request.HasField("seed") else secrets.randbits(63)
+            try:
+                req = convert.validate(request, model.cfg, self.limits, streamed=feed is not None, seed=seed,
+                                       field="config" if feed is not None else "")
+            except InvalidField as exc:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            try:
+                stream = await model.scheduler.open(req.stream, req.prime)
+            except AtCapacity as exc:
+                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+            except ValueError as exc:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            self.metrics.active.labels(model_name).inc()
+            feeder: asyncio.Task[None] | None = None
+            try:
+                if req.frames is not None:
+                    await model.scheduler.push_frames(stream, req.frames)
+                    await model.scheduler.end_frames(stream)
+                if feed is not None:
+                    feeder = asyncio.create_task(self._feed(model, stream, feed))
+                sequence = 0
+                pending: list[np.ndarray] = []
+                pending_count = 0
+                while True:
+                    try:
+                        block = await model.scheduler.read(stream)
+                    except InvalidField as exc:
+                        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+                    except GenerationFailed as exc:
+                        raise _Abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}") from None
+                    if block is not None:
+                        pending.append(block)
+                        pending_count += len(block)
+                    while pending_count >= req.chunk_samples or (block is None and pending_count):
+                        joined = np.concatenate(pending)
+                        take = min(req.chunk_samples, len(joined))
+                        if first_audio is None:
+                            first_audio = time.monotonic() - started
+                            self.metrics.ttfa.labels(model_name).observe(first_audio)
+                        audio = encode_audio(joined[:take], req.encoding)
+                        yield pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=take,
+                                            encoding=req.encoding, audio=audio)
+                        sequence += 1
+                        samples += take
+                        self.metrics.samples.labels(model_name).inc(take)
+                        pending, pending_count = [joined[take:]], len(joined) - take
+                    if block is None:
+                        break
+                wall = time.monotonic() - started
+                rtf = samples / model.cfg.sample_rate / max(wall, 1e-9)
+                self.metrics.rtf.labels(model_name).observe(rtf)
+                summary = pb.Summary(samples=samples, wall_seconds=wall, real_time_factor=rtf,
+                                     time_to_first_audio_seconds=first_audio or wall, seed=seed, request_id=rid)
+                yield pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=0, encoding=req.encoding,
+                                    summary=summary)
+            finally:
+                if feeder is not None:
+                    feeder.cancel()
+                await model.scheduler.close(stream)
+                self.metrics.active.labels(model_name).dec()
+        except _Abort as abort:
+            outcome = abort.code.name
+            await context.abort(abort.code, abort.message)
+        except asyncio.CancelledError:
+            outcome = "CANCELLED"
+            raise
+        finally:
+            self.metrics.requests.labels(method, outcome).inc()
+            wall = time.monotonic() - started
+            sample_rate = self.models[model_name].cfg.sample_rate if model_name in self.models else 1
+            log.info(json.dumps({
+                "request_id": rid, "method": method, "model": model_name, "outcome": outcome,
+                "seconds": round(samples / sample_rate, 3), "wall_seconds": round(wall, 3),
+                "rtf": round(samples / sample_rate / max(wall, 1e-9), 2),
+                "ttfa_ms": None if first_audio is None else round(1000 * first_audio, 1),
+            }))
+
+    async def _feed(self, model: LoadedModel, stream: Stream, feed: AsyncIterator[pb.SynthesizeRequest]) -> None:
+        """Synthesize's input side: frames into the generator as they arrive; a bad message fails the stream."""
+        received = 0
+        ended = False
+        try:
+            async for message in feed:
+                kind = message.WhichOneof("kind")
+                if kind == "config":
+                    raise InvalidField("config", "only the first message may carry the config")
+                if ended:
+                    raise InvalidField(kind or "kind", "message after end of input")
+                if kind == "frames":
+                    frames = frames_of(message.frames, model.cfg.mel, self.limits.max_frames - received,
+                                               "frames")
+                    received += len(frames)
+                    await model.scheduler.push_frames(stream, frames)
+                elif kind == "end":
+                    ended = True
+                    await model.scheduler.end_frames(stream)
+                else:
+                    raise InvalidField("kind", "empty message: set config, frames or end")
+            if not ended:  # a half-close ends the input too
+                await model.scheduler.end_frames(stream)
+        except InvalidField as exc:
+            model.scheduler.fail(stream, exc)
+        except grpc.aio.AioRpcError:
+            pass  # the call is gone; the handler's cancellation cleans up
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+# --- the process ------------------------------------------------------------------------------------
+
+
+async def serve(models: dict[str, LoadedModel], host: str, port: int, limits: Limits,
+                metrics: Metrics, grace: float = GRACE_SECONDS,
+                on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run until stop is set (or SIGTERM / SIGINT), then drain for `grace` seconds."""
+    options = [("grpc.max_receive_message_length", limits.max_message_bytes),
+               ("grpc.max_send_message_length", limits.max_message_bytes)]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_WaveNetServicer_to_server(WaveNetService(models, limits, metrics), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise OSError(f"cannot listen on {host}:{port}")
+    for model in models.values():
+        model.scheduler.start()
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(json.dumps({"event": "serving", "address": f"{host}:{bound}", "models": list(models)}))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    if on_ready is not None:
+        on_ready(bound)
+    await stop.wait()
+    log.info(json.dumps({"event": "draining", "grace_seconds": grace}))
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace)
+    for model in models.values():
+        await model.scheduler.stop()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="wavenet-server", description="Serve WaveNet models over gRPC.")
+    p.add_argument("--model", action="append", metavar="[NAME=]PATH",
+                   help=f"a checkpoint to serve (repeatable; the first is the default; default {DEFAULT_MODEL})")
+    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS, help="active streams per model")
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (0: off)")
+    p.add_argument("--grace", type=float, default=GRACE_SECONDS, help="seconds to let streams finish on SIGTERM")
+    defaults = Limits()
+    p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="audio per request")
+    p.add_argument("--max-frames", type=int, default=defaults.max_frames, help="feature frames per request")
+    p.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes)
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes)
+    try:
+        models = {}
+        for spec in args.model or [str(DEFAULT_MODEL)]:
+            loaded = load_model(spec, args.max_streams)
+            models[loaded.name] = loaded
+    except CheckpointError as exc:
+        print(f"wavenet-server: {exc}", file=sys.stderr)
+        return 2
+    metrics = Metrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.host)
+    try:
+        asyncio.run(serve(models, args.host, args.port, limits, metrics, args.grace))
+    except OSError as exc:
+        print(f"wavenet-server: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The serving constants and per-request limits: one place for each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 50051
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_MAX_STREAMS = 32
+DEFAULT_CHUNK_SECONDS = 0.1  # audio per AudioChunk unless the request says otherwise
+STEP_TARGET_SECONDS = 0.05  # the scheduler sizes each batch step to about this much wall time
+BUFFER_SECONDS = 3.0  # a stream stops being stepped once this much of its audio waits unread
+GRACE_SECONDS = 10.0  # on SIGTERM, active streams get this long to finish
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; every one is a server flag."""
+
+    max_seconds: float = 600.0  # of audio per request
+    max_frames: int = 48_000  # feature frames per request (10 min at hop 200, 16 kHz)
+    max_prime_seconds: float = 10.0
+    max_chunk_seconds: float = 5.0
+    max_temperature: float = 10.0
+    max_message_bytes: int = 4 * 1024 * 1024

@@ -1,0 +1,234 @@
+"""End to end over a real loopback socket: the contract, batching, admission, cancellation and bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import TINY_MEL, random_frames
+from tests.server.conftest import LIMITS, MAX_STREAMS, RunningServer
+from wavenet.codec import decode_audio
+from wavenet.v1 import wavenet_pb2 as pb
+from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
+
+RATE = TINY_MEL.sample_rate
+HOP = TINY_MEL.hop
+MELS = TINY_MEL.n_mels
+
+
+def frames_msg(frames: np.ndarray) -> pb.FeatureFrames:
+    return pb.FeatureFrames(values=frames.ravel().tolist(), num_frames=len(frames))
+
+
+def collect(responses: Iterator[pb.AudioChunk]) -> tuple[list[pb.AudioChunk], np.ndarray]:
+    chunks = list(responses)
+    audio = [decode_audio(c.audio, c.encoding, "audio") for c in chunks]
+    return chunks, np.concatenate(audio)
+
+
+def test_list_models_describes_the_model(stub: pb_grpc.WaveNetStub) -> None:
+    (info,) = stub.ListModels(pb.ListModelsRequest()).models
+    assert info.name == "tiny" and info.sample_rate == RATE and info.classes == 256
+    assert list(info.speakers) == ["alice", "bob"] and info.free_running
+    assert info.features.channels == MELS and info.features.hop == HOP and info.features.lookahead_frames == 3
+    assert "ln(" in info.features.description and info.receptive_field > 1
+
+
+@pytest.mark.parametrize("encoding, width", [(pb.PCM16, 2), (pb.FLOAT32, 4), (pb.MULAW8, 1),
+                                             (pb.AUDIO_ENCODING_UNSPECIFIED, 2)])
+def test_generate_streams_exact_length_in_each_encoding(stub: pb_grpc.WaveNetStub, encoding: int, width: int) -> None:
+    request = pb.GenerateRequest(seconds=0.5, speaker=1, seed=3, encoding=encoding, chunk_samples=96)
+    chunks, audio = collect(stub.Generate(request))
+    assert len(audio) == 800
+    assert [c.sequence for c in chunks] == list(range(len(chunks)))
+    assert [c.first_sample for c in chunks] == list(np.cumsum([0] + [c.num_samples for c in chunks[:-1]]))
+    assert all(len(c.audio) == c.num_samples * width for c in chunks)
+    assert all(c.num_samples == 96 for c in chunks[:-2])
+    summary = chunks[-1].summary
+    assert chunks[-1].HasField("summary") and not any(c.HasField("summary") for c in chunks[:-1])
+    assert summary.samples == 800 and summary.seed == 3 and summary.real_time_factor > 0
+    assert np.all(np.abs(audio) <= 1.0) and np.std(audio) > 0
+
+
+def test_same_seed_same_audio_alone_and_beside_four_others(stub: pb_grpc.WaveNetStub) -> None:
+    request = pb.GenerateRequest(samples=1200, speaker=0, seed=42, temperature=0.8, encoding=pb.FLOAT32)
+    alone = collect(stub.Generate(request))[1]
+
+    def other(seed: int) -> np.ndarray:
+        return collect(stub.Generate(pb.GenerateRequest(samples=700 + 150 * seed, seed=seed)))[1]
+
+    with ThreadPoolExecutor(5) as pool:
+        others = [pool.submit(other, s) for s in range(4)]
+        busy = pool.submit(lambda: collect(stub.Generate(request))[1])
+        assert all(len(f.result()) == 700 + 150 * s for s, f in enumerate(others))
+        assert np.array_equal(busy.result(), alone)
+    again = pb.GenerateRequest(samples=1200, speaker=0, seed=43, temperature=0.8, encoding=pb.FLOAT32)
+    assert not np.array_equal(collect(stub.Generate(again))[1], alone)
+
+
+def test_unseeded_requests_report_their_seed_and_replay_with_it(stub: pb_grpc.WaveNetStub) -> None:
+    chunks, audio = collect(stub.Generate(pb.GenerateRequest(samples=300, encoding=pb.FLOAT32)))
+    replay = pb.GenerateRequest(samples=300, encoding=pb.FLOAT32, seed=chunks[-1].summary.seed)
+    assert np.array_equal(collect(stub.Generate(replay))[1], audio)
+
+
+def test_synthesize_streams_audio_before_the_input_ends(stub: pb_grpc.WaveNetStub) -> None:
+    frames = random_frames(200, MELS)
+    first_audio = threading.Event()
+    sent_before_audio = []
+
+    def requests() -> Iterator[pb.SynthesizeRequest]:
+        yield pb.SynthesizeRequest(config=pb.GenerateRequest(seed=9, encoding=pb.FLOAT32, chunk_samples=16))
+        for i in range(0, len(frames), 10):
+            yield pb.SynthesizeRequest(frames=frames_msg(frames[i : i + 10]))
+            if i == 50:  # hold the rest back until audio has come
+                assert first_audio.wait(30), "no audio before the end of input"
+            if not first_audio.is_set():
+                sent_before_audio.append(i + 10)
+        yield pb.SynthesizeRequest(end=pb.EndOfInput())
+
+    chunks = []
+    for chunk in stub.Synthesize(requests()):
+        if chunk.num_samples:
+            first_audio.set()
+        chunks.append(chunk)
+    audio = np.concatenate([decode_audio(c.audio, c.encoding, "audio") for c in chunks])
+    assert len(audio) == len(frames) * HOP
+    assert max(sent_before_audio) < len(frames)
+
+    whole = pb.GenerateRequest(seed=9, encoding=pb.FLOAT32, features=frames_msg(frames))
+    assert np.array_equal(collect(stub.Generate(whole))[1], audio)  # live and whole give the same audio
+
+
+def long_stream(stub: pb_grpc.WaveNetStub, **kwargs: object) -> grpc.Future:
+    return stub.Generate(pb.GenerateRequest(seconds=15, seed=1), **kwargs)
+
+
+def wait_for(predicate: object, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_capacity_cancellation_and_deadlines_free_slots(server: RunningServer, stub: pb_grpc.WaveNetStub) -> None:
+    active = server.metrics.active.labels("tiny")
+    wait_for(lambda: active._value.get() == 0)
+    calls = [long_stream(stub) for _ in range(MAX_STREAMS)]
+    for call in calls:
+        next(call)  # each is admitted and streaming
+    with pytest.raises(grpc.RpcError) as refused:
+        next(long_stream(stub))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    calls[0].cancel()
+    wait_for(lambda: active._value.get() == MAX_STREAMS - 1)
+    with pytest.raises(grpc.RpcError) as late:
+        list(long_stream(stub, timeout=0.5))  # admitted into the freed slot, then runs out of time
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_for(lambda: active._value.get() == MAX_STREAMS - 1)
+    for call in calls[1:]:
+        call.cancel()
+    wait_for(lambda: active._value.get() == 0)
+    assert len(collect(stub.Generate(pb.GenerateRequest(samples=100)))[1]) == 100
+
+
+GOOD_FRAMES = random_frames(20, MELS)
+BIG = pb.FeatureFrames(values=[0.0] * (MELS * 9000), num_frames=9000)  # over the 256 KiB message limit
+
+GENERATE_CASES = [
+    ("no length", pb.GenerateRequest(), grpc.StatusCode.INVALID_ARGUMENT, "length"),
+    ("negative seconds", pb.GenerateRequest(seconds=-1), grpc.StatusCode.INVALID_ARGUMENT, "seconds"),
+    ("zero samples", pb.GenerateRequest(samples=0), grpc.StatusCode.INVALID_ARGUMENT, "samples"),
+    ("NaN seconds", pb.GenerateRequest(seconds=float("nan")), grpc.StatusCode.INVALID_ARGUMENT, "seconds"),
+    ("huge seconds", pb.GenerateRequest(seconds=1e9), grpc.StatusCode.INVALID_ARGUMENT, "seconds"),
+    ("huge samples", pb.GenerateRequest(samples=2**62), grpc.StatusCode.INVALID_ARGUMENT, "samples"),
+    ("unknown speaker", pb.GenerateRequest(seconds=1, speaker=7), grpc.StatusCode.INVALID_ARGUMENT, "speaker"),
+    ("unknown model", pb.GenerateRequest(seconds=1, model="nope"), grpc.StatusCode.NOT_FOUND, "model"),
+    ("bad encoding", pb.GenerateRequest(seconds=1, encoding=17), grpc.StatusCode.INVALID_ARGUMENT, "encoding"),
+    ("negative temperature", pb.GenerateRequest(seconds=1, temperature=-0.5), grpc.StatusCode.INVALID_ARGUMENT,
+     "temperature"),
+    ("inf temperature", pb.GenerateRequest(seconds=1, temperature=float("inf")), grpc.StatusCode.INVALID_ARGUMENT,
+     "temperature"),
+    ("huge chunk", pb.GenerateRequest(seconds=1, chunk_samples=10**8), grpc.StatusCode.INVALID_ARGUMENT,
+     "chunk_samples"),
+    ("wrong feature size", pb.GenerateRequest(features=pb.FeatureFrames(values=[1.0] * 10, num_frames=2)),
+     grpc.StatusCode.INVALID_ARGUMENT, "features.values"),
+    ("NaN features", pb.GenerateRequest(features=pb.FeatureFrames(values=[float("nan")] * MELS, num_frames=1)),
+     grpc.StatusCode.INVALID_ARGUMENT, "features.values"),
+    ("no frames", pb.GenerateRequest(features=pb.FeatureFrames(values=[], num_frames=0)),
+     grpc.StatusCode.INVALID_ARGUMENT, "features.num_frames"),
+    ("odd PCM16 prime", pb.GenerateRequest(seconds=1, prime=pb.Audio(encoding=pb.PCM16, data=b"\x00\x01\x02")),
+     grpc.StatusCode.INVALID_ARGUMENT, "prime.data"),
+    ("NaN FLOAT32 prime", pb.GenerateRequest(seconds=1, prime=pb.Audio(
+        encoding=pb.FLOAT32, data=np.array([np.nan], "<f4").tobytes())), grpc.StatusCode.INVALID_ARGUMENT, "prime"),
+    ("oversized message", pb.GenerateRequest(features=BIG), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+]
+
+
+@pytest.mark.parametrize("name, request_, code, field", GENERATE_CASES, ids=[c[0] for c in GENERATE_CASES])
+def test_bad_generate_requests_get_the_right_code(stub: pb_grpc.WaveNetStub, name: str, request_: pb.GenerateRequest,
+                                                  code: grpc.StatusCode, field: str) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Generate(request_, timeout=20))
+    assert error.value.code() == code, error.value.details()
+    assert field in (error.value.details() or "")
+    assert len(collect(stub.Generate(pb.GenerateRequest(samples=64)))[1]) == 64  # still serving
+
+
+def config_msg(**kwargs: object) -> pb.SynthesizeRequest:
+    return pb.SynthesizeRequest(config=pb.GenerateRequest(**kwargs))  # type: ignore[arg-type]
+
+
+def frames_req(frames: np.ndarray) -> pb.SynthesizeRequest:
+    return pb.SynthesizeRequest(frames=frames_msg(frames))
+
+
+END = pb.SynthesizeRequest(end=pb.EndOfInput())
+SYNTHESIZE_CASES = [
+    ("frames before the config", [frames_req(GOOD_FRAMES)], "config"),
+    ("empty stream", [], "config"),
+    ("a second config", [config_msg(), frames_req(GOOD_FRAMES), config_msg(), END], "config"),
+    ("wrong frame width", [config_msg(), pb.SynthesizeRequest(frames=pb.FeatureFrames(values=[1.0] * 7,
+                                                                                     num_frames=1)), END],
+     "frames.values"),
+    ("inf in frames", [config_msg(), pb.SynthesizeRequest(frames=pb.FeatureFrames(values=[float("inf")] * MELS,
+                                                                                   num_frames=1)), END],
+     "frames.values"),
+    ("frames after the end", [config_msg(), frames_req(GOOD_FRAMES), END, frames_req(GOOD_FRAMES)], "frames"),
+    ("features in the config", [config_msg(features=frames_msg(GOOD_FRAMES)), END], "config.features"),
+    ("unknown speaker in config", [config_msg(speaker=9), END], "config.speaker"),
+    ("empty message", [config_msg(), pb.SynthesizeRequest(), END], "kind"),
+]
+
+
+@pytest.mark.parametrize("name, messages, field", SYNTHESIZE_CASES, ids=[c[0] for c in SYNTHESIZE_CASES])
+def test_bad_synthesize_streams_get_invalid_argument(stub: pb_grpc.WaveNetStub, name: str,
+                                                     messages: list[pb.SynthesizeRequest], field: str) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Synthesize(iter(messages), timeout=20))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert field in (error.value.details() or "")
+    assert len(collect(stub.Generate(pb.GenerateRequest(samples=64)))[1]) == 64  # still serving
+
+
+def test_too_many_frames_in_total_is_refused(stub: pb_grpc.WaveNetStub) -> None:
+    block = random_frames(1000, MELS)
+    messages = [config_msg()] + [frames_req(block)] * (LIMITS.max_frames // 1000 + 1) + [END]
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Synthesize(iter(messages), timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "num_frames" in (error.value.details() or "")
+
+
+def test_health_says_serving(server: RunningServer) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "wavenet.v1.WaveNet"):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
