@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup serve test bench
+.PHONY: setup serve test bench protos
 setup: $(VENV)/.installed
 
 # torch==2.13.0 first, on its own: pip takes the CPU build from the machine's wheel folder (see README).
@@ -13,10 +13,18 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev,train]'
 	touch $@
 
+serve: setup
+	$(VENV)/bin/wavenet-server
+
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy models
+	$(VENV)/bin/mypy models server client wavenet/codec.py
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/engine.py
+	$(PY) bench/serve.py
+
+# Regenerate the checked-in stubs after editing protos/ (tests/test_protos.py checks they match).
+protos: setup
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/wavenet/v1/wavenet.proto

@@ -270,6 +270,19 @@ class Trainer:
         return losses
 
 
+def export_model(checkpoint: Path, out: Path, speakers: list[str]) -> dict[str, Any]:
+    """Write the EMA weights of a training checkpoint as a serving checkpoint, with speaker names and provenance."""
+    payload = read_checkpoint(checkpoint)
+    model = WaveNet(config_from_dict(payload["config"]))
+    model.load_state_dict(payload["ema"])
+    progress = payload["progress"]
+    trained = {"step": progress["step"], "samples": progress["samples"], "seconds": progress["seconds"],
+               "valid_bits": progress["valid"][-1][1] if progress["valid"] else None,
+               "train_config": payload["train_config"]}
+    save_checkpoint(out, model, {"speakers": speakers, "trained": trained})
+    return trained
+
+
 def plot_curves(progress: Progress, path: Path) -> None:
     """Training and validation loss (bits per sample) against step, as a PNG."""
     if not progress.train:
@@ -315,6 +328,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
+    p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's EMA weights as a serving model, exit")
     for f in dataclasses.fields(TrainConfig):
         if f.type in ("bool", bool):
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
@@ -330,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "meta.json").is_file():
         print(f"wavenet-train: no prepared data in {data} (run wavenet-prepare first)", file=sys.stderr)
         return 2
+    if args.export:
+        speakers = json.loads((data / "meta.json").read_text())["speakers"]
+        trained = export_model(out / "checkpoint.pt", Path(args.export), speakers)
+        print(f"wrote {args.export}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,47 +1,15 @@
-"""Tiny models and data the tests build themselves."""
+"""Fixtures: the tiny models of tests/tiny.py, and a live server (tests/serving.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
-from models.features import MelSpec
-from models.wavenet import WaveNet, WaveNetConfig
+from models.wavenet import WaveNet
+from tests.tiny import CONFIGS, tiny_model
 
-TINY_MEL = MelSpec(sample_rate=1600, n_mels=8, hop=4, win=16, n_fft=16, fmin=0.0, fmax=800.0)
-
-CONFIGS = {
-    "plain": WaveNetConfig(sample_rate=1600, max_dilation=8, residual_channels=8, gate_channels=8,
-                           skip_channels=16, mel=None),
-    "speaker": WaveNetConfig(sample_rate=1600, max_dilation=8, residual_channels=8, gate_channels=8,
-                             skip_channels=16, mel=None, speakers=3, speaker_channels=4),
-    "mel": WaveNetConfig(sample_rate=1600, max_dilation=8, residual_channels=8, gate_channels=8,
-                         skip_channels=16, mel=TINY_MEL, cond_channels=6),
-    "both": WaveNetConfig(sample_rate=1600, max_dilation=16, dilation_cycles=3, residual_channels=12,
-                          gate_channels=10, skip_channels=16, mel=TINY_MEL, cond_channels=6, cond_kernel=5,
-                          cond_lookahead=2, speakers=2, speaker_channels=4),
-}
-
-
-def tiny_model(name: str, seed: int = 0) -> WaveNet:
-    """A randomly initialised tiny model with non-trivial weights (biases and the null frame too)."""
-    torch.manual_seed(seed)
-    model = WaveNet(CONFIGS[name])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model.eval()
+pytest_plugins = ["tests.serving"]
 
 
 @pytest.fixture(params=sorted(CONFIGS))
 def model(request: pytest.FixtureRequest) -> WaveNet:
     return tiny_model(request.param)
-
-
-def random_classes(n: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, n)
-
-
-def random_frames(n: int, n_mels: int, seed: int = 2) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, n_mels)).astype(np.float32)

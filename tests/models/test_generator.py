@@ -9,7 +9,7 @@ import torch
 from models.generator import Generator, StreamConfig
 from models.mulaw import SILENCE
 from models.wavenet import WaveNet, pad_frames, receptive_field
-from tests.conftest import random_classes, random_frames, tiny_model
+from tests.tiny import random_classes, random_frames, tiny_model
 
 TOLERANCE = 1e-4
 

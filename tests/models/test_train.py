@@ -13,7 +13,7 @@ import torch
 from models.features import log_mel
 from models.train import TrainConfig, Trainer, main
 from models.wavenet import config_to_dict, load_checkpoint
-from tests.conftest import CONFIGS, TINY_MEL
+from tests.tiny import CONFIGS, TINY_MEL
 
 CFG = dataclasses.replace(CONFIGS["both"], speakers=2)
 TC = TrainConfig(steps=40, batch_size=4, window=64, lr=3e-3, lr_min=1e-3, warmup=5, valid_every=10,
@@ -90,6 +90,13 @@ def test_cli_trains_resumes_and_keeps_the_config(data: Path, tmp_path: Path) -> 
     assert payload["progress"]["step"] == 6
     assert load_checkpoint(out / "checkpoint.pt").cfg == CFG
     assert load_checkpoint(out / "checkpoint.pt", key="ema").cfg == CFG
+    served = tmp_path / "served.pt"
+    assert main([*common, "--export", str(served)]) == 0
+    exported = load_checkpoint(served)
+    ema = load_checkpoint(out / "checkpoint.pt", key="ema")
+    assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(), ema.state_dict().values()))
+    meta = torch.load(served, weights_only=True)
+    assert meta["speakers"] == ["a", "b"] and meta["trained"]["step"] == 6
 
 
 def test_cli_without_data_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

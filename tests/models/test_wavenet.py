@@ -22,7 +22,7 @@ from models.wavenet import (
     receptive_field,
     save_checkpoint,
 )
-from tests.conftest import CONFIGS, random_classes, random_frames, tiny_model
+from tests.tiny import CONFIGS, random_classes, random_frames, tiny_model
 
 
 def _inputs_and_grads(model: WaveNet, t: int, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:

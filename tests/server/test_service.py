@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import TINY_MEL, random_frames
-from tests.server.conftest import LIMITS, MAX_STREAMS, RunningServer
+from tests.serving import LIMITS, MAX_STREAMS, RunningServer
+from tests.tiny import TINY_MEL, random_frames
 from wavenet.codec import decode_audio
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc

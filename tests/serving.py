@@ -1,4 +1,4 @@
-"""A real server on a loopback port, serving a tiny model the tests save themselves."""
+"""A real server on a loopback port, serving a tiny model the tests save themselves (fixtures for tests/conftest)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from models.wavenet import save_checkpoint
 from server.metrics import Metrics
 from server.service import load_model, serve
 from server.settings import Limits
-from tests.conftest import tiny_model
+from tests.tiny import tiny_model
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
 

@@ -1,0 +1,83 @@
+"""wavenet-client driven in-process against a real server; the client library's own calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from client.api import WaveNetClient, recording_frames
+from client.cli import main
+from tests.serving import RunningServer
+from tests.tiny import TINY_MEL
+from wavenet.codec import mel_spec
+
+
+def test_models_lists_the_model(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", server.address, "models"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: 1600 Hz" in out and "alice" in out and "hop 4" in out
+
+
+def test_generate_writes_a_file_soundfile_reads(server: RunningServer, tmp_path: Path) -> None:
+    out = tmp_path / "gen.wav"
+    assert main(["--server", server.address, "--quiet", "generate", "--seconds", "0.5", "--speaker", "1",
+                 "--seed", "5", "-o", str(out)]) == 0
+    audio, rate = sf.read(out)
+    assert rate == TINY_MEL.sample_rate and len(audio) == 800 and np.std(audio) > 0
+    again = tmp_path / "again.wav"
+    assert main(["--server", server.address, "--quiet", "generate", "--seconds", "0.5", "--speaker", "1",
+                 "--seed", "5", "-o", str(again)]) == 0
+    assert np.array_equal(sf.read(again)[0], audio)  # same seed, same audio
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_vocode_revoices_a_recording(server: RunningServer, tmp_path: Path, realtime: bool) -> None:
+    rate = 8000  # not the model's rate: the client resamples as training did
+    t = np.arange(int(0.4 * rate)) / rate
+    recording = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], axis=1)
+    src, out = tmp_path / "in.wav", tmp_path / "out.flac"
+    sf.write(src, recording, rate)
+    args = ["--server", server.address, "--quiet", "vocode", str(src), "-o", str(out), "--seed", "1"]
+    assert main(args + (["--realtime"] if realtime else [])) == 0
+    audio, out_rate = sf.read(out)
+    assert out_rate == TINY_MEL.sample_rate
+    assert len(audio) == len(recording_frames(recording, rate, TINY_MEL)) * TINY_MEL.hop
+
+
+def test_progress_report_goes_to_stderr(server: RunningServer, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", server.address, "generate", "--seconds", "0.2", "-o", str(tmp_path / "a.wav")]) == 0
+    err = capsys.readouterr().err
+    assert "real-time factor" in err and "first audio" in err and "seed" in err
+
+
+def test_server_down_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--server", "127.0.0.1:1", "--timeout", "5", "generate", "--seconds", "1",
+                 "-o", str(tmp_path / "x.wav")])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot reach a server at 127.0.0.1:1" in err and "Traceback" not in err
+
+
+def test_bad_input_file_and_bad_request(server: RunningServer, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav file at all")
+    assert main(["--server", server.address, "vocode", str(bad), "-o", str(tmp_path / "o.wav")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["--server", server.address, "generate", "--seconds", "1", "--speaker", "9",
+                 "-o", str(tmp_path / "o.wav")]) == 1
+    assert "INVALID_ARGUMENT: speaker" in capsys.readouterr().err
+    assert main(["--server", server.address, "generate", "--seconds", "1", "-o", str(tmp_path / "o.mp3")]) == 2
+
+
+def test_library_feature_spec_round_trips_and_synthesize_streams(server: RunningServer) -> None:
+    with WaveNetClient(server.address) as client:
+        info = client.model()
+        assert mel_spec(info.features) == TINY_MEL
+        frames = np.random.default_rng(0).normal(size=(30, TINY_MEL.n_mels)).astype(np.float32)
+        chunks = list(client.synthesize([frames[:10], frames[10:]], seed=2))
+        assert sum(len(c.audio) for c in chunks) == 30 * TINY_MEL.hop
+        assert chunks[-1].summary is not None and chunks[-1].summary.seed == 2
