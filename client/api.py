@@ -31,13 +31,20 @@ class Chunk:
 class WaveNetClient:
     """A connection to a wavenet-server."""
 
-    def __init__(self, target: str = f"localhost:{DEFAULT_PORT}", timeout: float | None = None,
+    def __init__(self, target: str = f"localhost:{DEFAULT_PORT}", timeout: float | None = None, *,
+                 tls: bool = False, ca: bytes | None = None, token: str | None = None,
                  max_message_bytes: int = Limits().max_message_bytes):
+        """tls: verify the server against ca (PEM; None: the system roots); token: sent as a bearer token."""
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
-        self.channel = grpc.insecure_channel(target, options=options)
+        if tls or ca is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
         self.stub = pb_grpc.WaveNetStub(self.channel)
         self.timeout = timeout
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     def close(self) -> None:
         self.channel.close()
@@ -49,7 +56,7 @@ class WaveNetClient:
         self.close()
 
     def models(self) -> list[pb.ModelInfo]:
-        return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout).models)
+        return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout, metadata=self.metadata).models)
 
     def model(self, name: str = "") -> pb.ModelInfo:
         """One model's description (the default model for '')."""
@@ -70,7 +77,7 @@ class WaveNetClient:
             request.features.CopyFrom(frames_message(features))
         if prime is not None:
             request.prime.CopyFrom(pb.Audio(encoding=pb.FLOAT32, data=np.asarray(prime, "<f4").tobytes()))
-        yield from chunks_of(self.stub.Generate(request, timeout=self.timeout))
+        yield from chunks_of(self.stub.Generate(request, timeout=self.timeout, metadata=self.metadata))
 
     def synthesize(self, frames: Iterable[np.ndarray], *, model: str = "", speaker: int | None = None,
                    temperature: float | None = None, seed: int | None = None, seconds: float | None = None,
@@ -85,7 +92,7 @@ class WaveNetClient:
                 yield pb.SynthesizeRequest(frames=frames_message(block))
             yield pb.SynthesizeRequest(end=pb.EndOfInput())
 
-        yield from chunks_of(self.stub.Synthesize(requests(), timeout=self.timeout))
+        yield from chunks_of(self.stub.Synthesize(requests(), timeout=self.timeout, metadata=self.metadata))
 
     def vocode(self, audio: np.ndarray, sample_rate: int, *, model: str = "", realtime: bool = False,
                **kwargs: object) -> Iterator[Chunk]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import soundfile as sf
 
 from client.api import Chunk, WaveNetClient
 from server.settings import DEFAULT_PORT
+
+TOKEN_ENV = "WAVENET_TOKEN"
 
 
 class Progress:
@@ -110,6 +113,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--server", default=f"localhost:{DEFAULT_PORT}", help="host:port of the wavenet-server")
     p.add_argument("--timeout", type=float, default=None, help="deadline per call, seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bar or report")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca)")
+    p.add_argument("--ca", help="PEM file of the CA that signed the server's certificate (implies --tls)")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the server's models")
 
@@ -137,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     if output is not None and Path(output).suffix.lower() not in (".wav", ".flac"):
         print(f"wavenet-client: output must be .wav or .flac, got {output}", file=sys.stderr)
         return 2
-    with WaveNetClient(args.server, timeout=args.timeout) as client:
+    try:
+        ca = Path(args.ca).read_bytes() if args.ca else None
+    except OSError as exc:
+        print(f"wavenet-client: cannot read --ca {args.ca}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with WaveNetClient(args.server, timeout=args.timeout, tls=args.tls, ca=ca, token=args.token) as client:
         try:
             return commands[args.command](client, args)
         except BadFile as exc:

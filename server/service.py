@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeAlias
 
 import grpc
@@ -23,9 +24,18 @@ from grpc_reflection.v1alpha import reflection
 from models.generator import Generator
 from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
 from server import convert
+from server.auth import TOKENS_ENV, TokenAuth, load_tokens
 from server.metrics import Metrics
 from server.scheduler import AtCapacity, GenerationFailed, Scheduler, Stream
-from server.settings import DEFAULT_HOST, DEFAULT_MAX_STREAMS, DEFAULT_MODEL, DEFAULT_PORT, GRACE_SECONDS, Limits
+from server.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MODEL,
+    DEFAULT_PORT,
+    GRACE_SECONDS,
+    Limits,
+    ServeOptions,
+)
 from wavenet.codec import InvalidField, encode_audio, frames_of
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
@@ -216,26 +226,32 @@ class _Abort(Exception):
 # --- the process ------------------------------------------------------------------------------------
 
 
-async def serve(models: dict[str, LoadedModel], host: str, port: int, limits: Limits,
-                metrics: Metrics, grace: float = GRACE_SECONDS,
+async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: Metrics,
                 on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run until stop is set (or SIGTERM / SIGINT), then drain for `grace` seconds."""
-    options = [("grpc.max_receive_message_length", limits.max_message_bytes),
-               ("grpc.max_send_message_length", limits.max_message_bytes)]
-    server = grpc.aio.server(options=options)
+    """Run until stop is set (or SIGTERM / SIGINT), then refuse new calls and drain for options.grace seconds."""
+    limits = options.limits
+    grpc_options = [("grpc.max_receive_message_length", limits.max_message_bytes),
+                    ("grpc.max_send_message_length", limits.max_message_bytes)]
+    interceptors = [TokenAuth(options.tokens)] if options.tokens else []
+    server = grpc.aio.server(options=grpc_options, interceptors=interceptors)
     pb_grpc.add_WaveNetServicer_to_server(WaveNetService(models, limits, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{options.host}:{options.port}"
+    if options.tls_cert is not None and options.tls_key is not None:
+        bound = server.add_secure_port(address, grpc.ssl_server_credentials([(options.tls_key, options.tls_cert)]))
+    else:
+        bound = server.add_insecure_port(address)
     if not bound:
-        raise OSError(f"cannot listen on {host}:{port}")
+        raise OSError(f"cannot listen on {address}")
     for model in models.values():
         model.scheduler.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(json.dumps({"event": "serving", "address": f"{host}:{bound}", "models": list(models)}))
+    log.info(json.dumps({"event": "serving", "address": f"{options.host}:{bound}", "models": list(models),
+                         "tls": options.tls_cert is not None, "auth": bool(options.tokens)}))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -246,9 +262,9 @@ async def serve(models: dict[str, LoadedModel], host: str, port: int, limits: Li
     if on_ready is not None:
         on_ready(bound)
     await stop.wait()
-    log.info(json.dumps({"event": "draining", "grace_seconds": grace}))
+    log.info(json.dumps({"event": "draining", "grace_seconds": options.grace}))
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(grace)
+    await server.stop(options.grace)
     for model in models.values():
         await model.scheduler.stop()
 
@@ -266,6 +282,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="audio per request")
     p.add_argument("--max-frames", type=int, default=defaults.max_frames, help="feature frames per request")
     p.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes)
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tokens-file", help=f"bearer tokens, one per line (also ${TOKENS_ENV}, comma-separated); "
+                                         "with any token set, calls need one (health stays open)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -273,24 +293,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes)
     try:
+        options = options_from(args)
         models = {}
         for spec in args.model or [str(DEFAULT_MODEL)]:
             loaded = load_model(spec, args.max_streams)
             models[loaded.name] = loaded
-    except CheckpointError as exc:
+    except (CheckpointError, OSError, ValueError) as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)
         return 2
     metrics = Metrics()
-    if args.metrics_port:
-        metrics.serve(args.metrics_port, args.host)
     try:
-        asyncio.run(serve(models, args.host, args.port, limits, metrics, args.grace))
+        if args.metrics_port:
+            metrics.serve(args.metrics_port, args.host)
+        asyncio.run(serve(models, options, metrics))
     except OSError as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def options_from(args: argparse.Namespace) -> ServeOptions:
+    """The server's options from its flags, reading the TLS files and tokens."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes)
+    return ServeOptions(
+        host=args.host, port=args.port, limits=limits, grace=args.grace,
+        tls_cert=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+        tls_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
+        tokens=load_tokens(args.tokens_file),
+    )
 
 
 if __name__ == "__main__":

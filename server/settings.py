@@ -26,3 +26,16 @@ class Limits:
     max_chunk_seconds: float = 5.0
     max_temperature: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the server listens and whom it lets in."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    limits: Limits = Limits()
+    grace: float = GRACE_SECONDS
+    tls_cert: bytes | None = None  # PEM; with tls_key, the server speaks TLS only
+    tls_key: bytes | None = None
+    tokens: frozenset[str] = frozenset()  # empty: no authentication

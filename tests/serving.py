@@ -13,8 +13,8 @@ import pytest
 
 from models.wavenet import save_checkpoint
 from server.metrics import Metrics
-from server.service import load_model, serve
-from server.settings import Limits
+from server.service import LoadedModel, load_model, serve
+from server.settings import Limits, ServeOptions
 from tests.tiny import tiny_model
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
@@ -22,8 +22,10 @@ from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 class RunningServer:
     """serve() in a thread with its own event loop; stop() drains it."""
 
-    def __init__(self, specs: list[str], max_streams: int, limits: Limits, grace: float = 1.0):
+    def __init__(self, specs: list[str], max_streams: int, limits: Limits, grace: float = 1.0, **extra: object):
         self.port = 0
+        self.extra = extra
+        self.models: dict[str, LoadedModel] = {}
         self.metrics = Metrics()
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -41,7 +43,9 @@ class RunningServer:
         async def main() -> None:
             self._stop = asyncio.Event()
             models = {m.name: m for m in (load_model(s, max_streams) for s in specs)}
-            await serve(models, "127.0.0.1", 0, limits, self.metrics, grace, on_ready=self._on_ready, stop=self._stop)
+            self.models = models
+            options = ServeOptions(host="127.0.0.1", port=0, limits=limits, grace=grace, **self.extra)
+            await serve(models, options, self.metrics, on_ready=self._on_ready, stop=self._stop)
 
         try:
             self._loop.run_until_complete(main())

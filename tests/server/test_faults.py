@@ -1,0 +1,168 @@
+"""Faults: failing steps, slow and vanished clients, bad models at start-up, SIGTERM with streams running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from models.generator import Generator, StreamConfig
+from server.scheduler import Scheduler
+from tests.serving import LIMITS, RunningServer
+from tests.tiny import tiny_model
+from wavenet.v1 import wavenet_pb2 as pb
+from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+POISON = 0.123  # a temperature the injected fault recognises
+
+
+def wait_for(predicate: object, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def own_server(model_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer([f"tiny={model_path}"], 4, LIMITS)
+    yield running
+    running.stop()
+
+
+def test_an_exception_in_a_step_fails_that_stream_only(own_server: RunningServer) -> None:
+    scheduler = own_server.models["tiny"].scheduler
+    generator = scheduler.generator
+    real_generate = generator.generate
+
+    def faulty(max_steps: int, sids: list[int] | None = None) -> dict[int, np.ndarray]:
+        chosen = generator.streams if sids is None else sids
+        if any(generator.streams[sid].config.temperature == pytest.approx(POISON) for sid in chosen):
+            raise RuntimeError("injected fault")
+        return real_generate(max_steps, sids)
+
+    generator.generate = faulty  # type: ignore[method-assign]
+    with grpc.insecure_channel(own_server.address) as channel:
+        stub = pb_grpc.WaveNetStub(channel)
+        good = [stub.Generate(pb.GenerateRequest(samples=3000, seed=s)) for s in range(2)]
+        with pytest.raises(grpc.RpcError) as error:
+            list(stub.Generate(pb.GenerateRequest(samples=3000, temperature=POISON)))
+        assert error.value.code() == grpc.StatusCode.INTERNAL and "injected fault" in (error.value.details() or "")
+        assert [sum(c.num_samples for c in call) for call in good] == [3000, 3000]
+        assert sum(c.num_samples for c in stub.Generate(pb.GenerateRequest(samples=100))) == 100
+    wait_for(lambda: scheduler.active == 0)
+
+
+def test_a_slow_reader_is_paused_while_others_finish() -> None:
+    async def scenario() -> None:
+        scheduler = Scheduler(Generator(tiny_model("both")), max_streams=4)
+        scheduler.start()
+        slow = await scheduler.open(StreamConfig(seed=1, length=10**6))
+        fast = await scheduler.open(StreamConfig(seed=2, length=6_000))
+        got = 0
+        while (block := await scheduler.read(fast)) is not None:  # the other stream runs to its end ...
+            got += len(block)
+        assert got == 6_000
+        limit = scheduler.buffer_limit
+        assert limit <= slow.buffered <= limit + 4096  # ... while the unread one stopped near its limit
+        before = slow.buffered
+        await asyncio.sleep(0.2)
+        assert slow.buffered == before  # and stays stopped
+        for _ in range(5):
+            await scheduler.read(slow)
+        await asyncio.sleep(0.2)
+        assert scheduler.samples_generated > before + 6_000  # reading resumes it
+        await scheduler.close(slow)
+        await scheduler.close(fast)
+        assert scheduler.active == 0
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+CLIENT = """
+import sys, grpc
+from wavenet.v1 import wavenet_pb2 as pb, wavenet_pb2_grpc as pb_grpc
+stub = pb_grpc.WaveNetStub(grpc.insecure_channel(sys.argv[1]))
+for chunk in stub.Generate(pb.GenerateRequest(seconds=15)):
+    print("audio", flush=True)
+"""
+
+
+def test_a_killed_client_frees_its_slot(own_server: RunningServer) -> None:
+    scheduler = own_server.models["tiny"].scheduler
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, own_server.address], stdout=subprocess.PIPE, cwd=ROOT)
+    assert client.stdout is not None and client.stdout.readline().strip() == b"audio"
+    assert scheduler.active == 1
+    client.kill()
+    client.wait()
+    wait_for(lambda: scheduler.active == 0)
+
+
+@pytest.mark.parametrize("problem", ["missing", "truncated", "not a checkpoint"])
+def test_a_bad_model_at_start_up_is_one_line_and_exit_2(tmp_path: Path, model_path: Path, problem: str) -> None:
+    path = tmp_path / "bad.pt"
+    if problem == "truncated":
+        path.write_bytes(model_path.read_bytes()[:500])
+    elif problem == "not a checkpoint":
+        path.write_text("hello")
+    done = subprocess.run([sys.executable, "-m", "server.service", "--model", str(path), "--port", "0"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wavenet-server: ") and str(path) in lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sigterm_finishes_short_streams_ends_long_ones_and_refuses_new(model_path: Path) -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "server.service", "--model", f"tiny={model_path}", "--port",
+                               str(port), "--grace", "3", "--log-level", "WARNING"], cwd=ROOT)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = pb_grpc.WaveNetStub(channel)
+            short = stub.Generate(pb.GenerateRequest(samples=1600, chunk_samples=16))
+            long = stub.Generate(pb.GenerateRequest(seconds=LIMITS.max_seconds, chunk_samples=16))
+            next(short), next(long)
+            results: dict[str, object] = {}
+
+            def drain(name: str, call: Iterator[pb.AudioChunk]) -> None:
+                try:
+                    results[name] = 16 + sum(c.num_samples for c in call)
+                except grpc.RpcError as exc:
+                    results[name] = exc.code()
+
+            threads = [threading.Thread(target=drain, args=a) for a in (("short", short), ("long", long))]
+            for t in threads:
+                t.start()
+            os.kill(server.pid, signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.Generate(pb.GenerateRequest(samples=10), timeout=5))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            for t in threads:
+                t.join(30)
+        assert results["short"] == 1600  # finished within the grace period
+        assert results["long"] in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        assert server.wait(30) == 0
+    finally:
+        server.kill()
