@@ -30,7 +30,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(address: str, seconds: float = 60.0) -> None:
+def wait_healthy(address: str, server: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
+    """Wait until the server's health check says SERVING; fail at once if the server exits."""
     deadline = time.monotonic() + seconds
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -40,6 +41,8 @@ def wait_healthy(address: str, seconds: float = 60.0) -> None:
                     return
             except grpc.RpcError:
                 pass
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited with code {server.returncode}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server at {address} not healthy after {seconds} s")
             time.sleep(0.2)
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen([sys.executable, "-m", "server.service", "--model", args.model, "--port", str(port),
                                "--max-streams", str(max(args.streams, 1)), "--log-level", "WARNING"], cwd=ROOT)
     try:
-        wait_healthy(address)
+        wait_healthy(address, server)
         one_stream(address, 0.2, 0, False)  # warm-up
         started = time.monotonic()
         with ThreadPoolExecutor(args.streams) as pool:

@@ -49,6 +49,7 @@ class Scheduler:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator")
         self._steps = 64  # steps per batch call, adapted to STEP_TARGET_SECONDS
         self._task: asyncio.Task[None] | None = None
+        self._closing: list[int] = []  # closed streams whose generator slots the loop has yet to free
         self.samples_generated = 0
 
     @property
@@ -107,13 +108,14 @@ class Scheduler:
             stream.finished = True
             stream.chunks.put_nowait(None)
 
-    async def close(self, stream: Stream) -> None:
-        """Forget the stream and free its slot (finished, cancelled or failed)."""
-        if self.streams.pop(stream.sid, None) is None:
-            return
-        async with self._lock:
-            self.generator.close(stream.sid)
-        self._wake.set()
+    def close(self, stream: Stream) -> None:
+        """Forget the stream at once (finished, cancelled or failed); the loop frees its generator slot.
+
+        Synchronous, so a handler being cancelled cannot be interrupted half-way through its clean-up.
+        """
+        if self.streams.pop(stream.sid, None) is not None:
+            self._closing.append(stream.sid)
+            self._wake.set()
 
     # --- the batch loop -----------------------------------------------------------------------------
     def _runnable(self) -> list[int]:
@@ -124,6 +126,12 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            if self._closing:
+                async with self._lock:
+                    for sid in self._closing:
+                        self.generator.close(sid)
+                    self._closing.clear()
+            self._finish_done()
             sids = self._runnable()
             if not sids:
                 await self._wake.wait()
@@ -145,12 +153,14 @@ class Scheduler:
                 self.samples_generated += len(classes)
                 stream.buffered += len(classes)
                 stream.chunks.put_nowait(classes)
-            for sid in sids:
-                stream = self.streams.get(sid)
-                if stream is not None and not stream.finished and self.generator.done(sid):
-                    stream.finished = True
-                    stream.chunks.put_nowait(None)
             await asyncio.sleep(0)  # let handlers run between batch steps
+
+    def _finish_done(self) -> None:
+        """Tell the readers of streams that have made all they will (an empty input finishes at once)."""
+        for sid, stream in self.streams.items():
+            if not stream.finished and self.generator.done(sid):
+                stream.finished = True
+                stream.chunks.put_nowait(None)
 
     def _adapt(self, elapsed: float, steps: int) -> None:
         """Size the next batch call to about STEP_TARGET_SECONDS of work."""

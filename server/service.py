@@ -77,29 +77,31 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         self.default = next(iter(models))
         self.limits = limits
         self.metrics = metrics
+        for name, model in models.items():
+            scheduler = model.scheduler
+            metrics.active.labels(name).set_function(lambda s=scheduler: s.active)  # type: ignore[misc]
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[m.info for m in self.models.values()])
 
-    async def Generate(self, request: pb.GenerateRequest, context: Context) -> AsyncIterator[pb.AudioChunk]:
-        async for chunk in self._serve("Generate", request, None, context):
-            yield chunk
+    # Streaming handlers write with context.write rather than yield: a cancelled call then raises inside the
+    # handler, so its stream is freed at once (an abandoned async generator is only closed when collected).
+    async def Generate(self, request: pb.GenerateRequest, context: Context) -> None:
+        await self._serve("Generate", request, None, context)
 
-    async def Synthesize(self, request_iterator: AsyncIterator[pb.SynthesizeRequest],
-                         context: Context) -> AsyncIterator[pb.AudioChunk]:
+    async def Synthesize(self, request_iterator: AsyncIterator[pb.SynthesizeRequest], context: Context) -> None:
         try:
             first = await request_iterator.__anext__()
         except StopAsyncIteration:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the stream ended before the config")
         if first.WhichOneof("kind") != "config":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the first message must be the config")
-        async for chunk in self._serve("Synthesize", first.config, request_iterator, context):
-            yield chunk
+        await self._serve("Synthesize", first.config, request_iterator, context)
 
     # --- one request, either method -----------------------------------------------------------------
     async def _serve(self, method: str, request: pb.GenerateRequest,
                      feed: AsyncIterator[pb.SynthesizeRequest] | None,
-                     context: Context) -> AsyncIterator[pb.AudioChunk]:
+                     context: Context) -> None:
         rid = uuid.uuid4().hex[:16]
         started = time.monotonic()
         outcome = "OK"
@@ -123,7 +125,6 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
             except ValueError as exc:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            self.metrics.active.labels(model_name).inc()
             feeder: asyncio.Task[None] | None = None
             try:
                 if req.frames is not None:
@@ -151,8 +152,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                             first_audio = time.monotonic() - started
                             self.metrics.ttfa.labels(model_name).observe(first_audio)
                         audio = encode_audio(joined[:take], req.encoding)
-                        yield pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=take,
-                                            encoding=req.encoding, audio=audio)
+                        await context.write(pb.AudioChunk(sequence=sequence, first_sample=samples,
+                                                          num_samples=take, encoding=req.encoding, audio=audio))
                         sequence += 1
                         samples += take
                         self.metrics.samples.labels(model_name).inc(take)
@@ -164,13 +165,12 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 self.metrics.rtf.labels(model_name).observe(rtf)
                 summary = pb.Summary(samples=samples, wall_seconds=wall, real_time_factor=rtf,
                                      time_to_first_audio_seconds=first_audio or wall, seed=seed, request_id=rid)
-                yield pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=0, encoding=req.encoding,
-                                    summary=summary)
+                await context.write(pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=0,
+                                                  encoding=req.encoding, summary=summary))
             finally:
                 if feeder is not None:
                     feeder.cancel()
-                await model.scheduler.close(stream)
-                self.metrics.active.labels(model_name).dec()
+                model.scheduler.close(stream)
         except _Abort as abort:
             outcome = abort.code.name
             await context.abort(abort.code, abort.message)

@@ -84,8 +84,8 @@ def test_a_slow_reader_is_paused_while_others_finish() -> None:
             await scheduler.read(slow)
         await asyncio.sleep(0.2)
         assert scheduler.samples_generated > before + 6_000  # reading resumes it
-        await scheduler.close(slow)
-        await scheduler.close(fast)
+        scheduler.close(slow)
+        scheduler.close(fast)
         assert scheduler.active == 0
         await scheduler.stop()
 

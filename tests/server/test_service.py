@@ -119,8 +119,10 @@ def wait_for(predicate: object, seconds: float = 20.0) -> None:
 
 
 def test_capacity_cancellation_and_deadlines_free_slots(server: RunningServer, stub: pb_grpc.WaveNetStub) -> None:
-    active = server.metrics.active.labels("tiny")
-    wait_for(lambda: active._value.get() == 0)
+    def active() -> float | None:
+        return server.metrics.registry.get_sample_value("wavenet_active_streams", {"model": "tiny"})
+
+    wait_for(lambda: active() == 0)
     calls = [long_stream(stub) for _ in range(MAX_STREAMS)]
     for call in calls:
         next(call)  # each is admitted and streaming
@@ -128,14 +130,14 @@ def test_capacity_cancellation_and_deadlines_free_slots(server: RunningServer, s
         next(long_stream(stub))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     calls[0].cancel()
-    wait_for(lambda: active._value.get() == MAX_STREAMS - 1)
+    wait_for(lambda: active() == MAX_STREAMS - 1)
     with pytest.raises(grpc.RpcError) as late:
         list(long_stream(stub, timeout=0.5))  # admitted into the freed slot, then runs out of time
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    wait_for(lambda: active._value.get() == MAX_STREAMS - 1)
+    wait_for(lambda: active() == MAX_STREAMS - 1)
     for call in calls[1:]:
         call.cancel()
-    wait_for(lambda: active._value.get() == 0)
+    wait_for(lambda: active() == 0)
     assert len(collect(stub.Generate(pb.GenerateRequest(samples=100)))[1]) == 100
 
 
@@ -232,3 +234,9 @@ def test_health_says_serving(server: RunningServer) -> None:
         for service in ("", "wavenet.v1.WaveNet"):
             status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
             assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_synthesize_with_no_frames_ends_at_once_with_a_summary(stub: pb_grpc.WaveNetStub) -> None:
+    for messages in ([config_msg(seed=1), END], [config_msg(seed=1)]):  # end marker, or just a half-close
+        chunks = list(stub.Synthesize(iter(messages), timeout=20))
+        assert sum(c.num_samples for c in chunks) == 0 and chunks[-1].summary.seed == 1

@@ -1,0 +1,412 @@
+"""Vocoder quality on the test split: PESQ-wb, mel-cepstral distortion and log-mel distance against the original.
+
+Each test clip is vocoded from its own log-mel frames (conditioned on the clip's speaker) and compared with the
+original, beside the same numbers for two references:
+  - the μ-law copy: the original through 8-bit μ-law and back (the ceiling for a 256-class model);
+  - Griffin-Lim from the same frames: mel magnitudes to linear ones through the filterbank's pseudo-inverse, then
+    64 iterations of fast Griffin-Lim (momentum 0.99; --gl-momentum 0 for the classic algorithm) from random phases,
+    on this project's STFT framing (models/features.py) with the least-squares inverse STFT.
+
+Prints a table, then one JSON line. Run from the repository root:
+    python bench/quality.py                     # every test clip (slow: the whole split is generated)
+    python bench/quality.py --clips 5 --write-examples runs/examples
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from tqdm import tqdm
+
+from models import mulaw
+from models.features import MelSpec, log_mel, mel_filterbank
+from models.generator import Generator, StreamConfig
+from models.wavenet import WaveNet, load_checkpoint, read_checkpoint
+
+PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
+MCD_ORDER = 24  # mel-cepstral coefficients c1..c24 (c0, the level, excluded)
+GL_ITERATIONS = 64
+GL_MOMENTUM = 0.99  # fast Griffin-Lim (Perraudin et al. 2013), as librosa's default; 0 is the classic algorithm
+CHUNK = 4000  # generation steps per call: new streams join between calls
+
+METHODS = {"model": "model (vocoded)", "mulaw_copy": "μ-law 8-bit copy", "griffin_lim": "Griffin-Lim"}
+METRICS = ("pesq_wb", "mcd_db", "log_mel_distance")
+DEFINITIONS = {
+    "pesq_wb": "ITU-T P.862.2 wide-band PESQ (MOS-LQO) of the output against the original at 16 kHz (`pesq` "
+    "package; other rates are resampled with soxr first); mean over clips",
+    "mcd_db": f"mel-cepstral distortion: c_m = (1/K) sum_k L_k cos(pi m (k + 1/2) / K), m = 1..{MCD_ORDER} (c0 "
+    "excluded), of the natural-log mel magnitudes L (K bands, models.features.log_mel) of the output and of the "
+    f"original; MCD = 10/ln10 * sqrt(2 * sum_m (c_m - c'_m)^2) dB per frame, frames aligned 1:1, mean over all "
+    "frames of a clip, then mean over clips",
+    "log_mel_distance": "RMS over all frames and bands of log_mel(output) - log_mel(original) (natural log, "
+    "models.features.log_mel recomputed from each waveform); mean over clips",
+}
+
+
+# --- inverse STFT and Griffin-Lim on models.features' framing --------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def analysis_window(spec: MelSpec) -> np.ndarray:
+    """The n_fft-long window of models.features: a periodic Hann of `win` samples centred, zeros around it."""
+    window = np.zeros(spec.n_fft)
+    start = (spec.n_fft - spec.win) // 2
+    window[start : start + spec.win] = np.hanning(spec.win + 1)[:-1]
+    window.setflags(write=False)
+    return window
+
+
+def _frame_index(count: int, spec: MelSpec) -> np.ndarray:
+    """(count, n_fft) indices into the padded signal (spec.n_fft // 2 zeros in front) that frame i reads."""
+    starts = np.arange(count) * spec.hop + spec.hop // 2  # centre i*hop + hop/2, minus half, plus half of padding
+    return starts[:, None] + np.arange(spec.n_fft)[None, :]
+
+
+def stft(wav: np.ndarray, spec: MelSpec) -> np.ndarray:
+    """(frames, n_fft // 2 + 1) complex STFT on log_mel's frame grid: abs() of it is models.features.magnitudes."""
+    wav = np.asarray(wav, dtype=np.float64)
+    count = len(wav) // spec.hop
+    half = spec.n_fft // 2
+    padded = np.pad(wav, (half, half + spec.hop))
+    return np.fft.rfft(padded[_frame_index(count, spec)] * analysis_window(spec), n=spec.n_fft, axis=1)
+
+
+@lru_cache(maxsize=64)
+def _window_sum(count: int, spec: MelSpec) -> np.ndarray:
+    """Sum of squared windows over the padded signal of `count` frames (the overlap-add normaliser)."""
+    index = _frame_index(count, spec)
+    length = count * spec.hop + spec.n_fft + spec.hop
+    total = np.bincount(index.ravel(), weights=np.tile(analysis_window(spec) ** 2, count), minlength=length)
+    total.setflags(write=False)
+    return total
+
+
+def istft(spectrum: np.ndarray, spec: MelSpec) -> np.ndarray:
+    """(frames * hop,) float64 signal whose stft() is closest to `spectrum` in the least-squares sense.
+
+    Each frame is inverse-transformed, windowed again and overlap-added; the sum is divided by the sum of squared
+    windows (Griffin & Lim 1984), so istft(stft(x)) == x.
+    """
+    count = spectrum.shape[0]
+    frames = np.fft.irfft(spectrum, n=spec.n_fft, axis=1) * analysis_window(spec)
+    index = _frame_index(count, spec)
+    length = count * spec.hop + spec.n_fft + spec.hop
+    summed = np.bincount(index.ravel(), weights=frames.ravel(), minlength=length)
+    norm = _window_sum(count, spec)
+    out = np.where(norm > 1e-8, summed / np.maximum(norm, 1e-8), 0.0)
+    half = spec.n_fft // 2
+    return out[half : half + count * spec.hop]
+
+
+@lru_cache(maxsize=8)
+def _filterbank_pinv(spec: MelSpec) -> np.ndarray:
+    inverse = np.linalg.pinv(mel_filterbank(spec).astype(np.float64))  # (bins, n_mels)
+    inverse.setflags(write=False)
+    return inverse
+
+
+def mel_to_magnitudes(frames: np.ndarray, spec: MelSpec) -> np.ndarray:
+    """(frames, bins) linear STFT magnitudes from log-mel frames: exp, the filterbank's pseudo-inverse, clipped at 0."""
+    mel = np.exp(np.asarray(frames, np.float64))
+    return np.maximum(mel @ _filterbank_pinv(spec).T, 0.0)
+
+
+def griffin_lim(
+    frames: np.ndarray,
+    spec: MelSpec,
+    iterations: int = GL_ITERATIONS,
+    momentum: float = GL_MOMENTUM,
+    seed: int = 0,
+) -> np.ndarray:
+    """(frames * hop,) float32 waveform from log-mel frames by (fast) Griffin-Lim from random phases."""
+    magnitude = mel_to_magnitudes(frames, spec)
+    rng = np.random.default_rng(seed)
+    angles = np.exp(2j * np.pi * rng.random(magnitude.shape))
+    rebuilt = np.zeros_like(angles)
+    for _ in range(iterations):
+        previous = rebuilt
+        rebuilt = stft(istft(magnitude * angles, spec), spec)
+        angles = rebuilt - (momentum / (1.0 + momentum)) * previous
+        angles /= np.abs(angles) + 1e-16
+    return np.clip(istft(magnitude * angles, spec), -1.0, 1.0).astype(np.float32)
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+
+def mel_cepstrum(frames: np.ndarray, order: int = MCD_ORDER) -> np.ndarray:
+    """(frames, order) cepstral coefficients c1..c_order of natural-log mel magnitudes (see DEFINITIONS)."""
+    k = frames.shape[1]
+    m = np.arange(1, order + 1)
+    basis = np.cos(np.pi * m[:, None] * (np.arange(k)[None, :] + 0.5) / k) / k  # (order, K)
+    return np.asarray(frames, np.float64) @ basis.T
+
+
+def mcd_db(reference: np.ndarray, output: np.ndarray, order: int = MCD_ORDER) -> float:
+    """Mean over 1:1-aligned frames of 10/ln10 * sqrt(2 * sum (c_m - c'_m)^2), m = 1..order."""
+    diff = mel_cepstrum(reference, order) - mel_cepstrum(output, order)
+    return float(np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * np.sum(diff**2, axis=1))))
+
+
+def log_mel_distance(reference: np.ndarray, output: np.ndarray) -> float:
+    """RMS over frames and bands of the difference of two (frames, n_mels) natural-log mel arrays."""
+    return float(np.sqrt(np.mean((np.asarray(reference, np.float64) - np.asarray(output, np.float64)) ** 2)))
+
+
+def pesq_wb(reference: np.ndarray, output: np.ndarray, rate: int) -> float:
+    """Wide-band PESQ of output against reference; NaN where PESQ finds no speech in the reference (or fails)."""
+    from pesq import PesqError, pesq  # imported here: the dev extra installs it
+
+    if rate != PESQ_RATE:
+        reference = soxr.resample(np.asarray(reference, np.float64), rate, PESQ_RATE)
+        output = soxr.resample(np.asarray(output, np.float64), rate, PESQ_RATE)
+    try:
+        return float(pesq(PESQ_RATE, np.asarray(reference, np.float32), np.asarray(output, np.float32), "wb"))
+    except PesqError:
+        return math.nan
+
+
+def scores(original: np.ndarray, output: np.ndarray, reference_frames: np.ndarray, spec: MelSpec,
+           pesq: bool = True) -> dict[str, float]:
+    """The three metrics of one output waveform against the original (reference_frames: log_mel of the original)."""
+    frames = log_mel(output, spec)
+    return {
+        "pesq_wb": pesq_wb(original, output, spec.sample_rate) if pesq else math.nan,
+        "mcd_db": mcd_db(reference_frames, frames),
+        "log_mel_distance": log_mel_distance(reference_frames, frames),
+    }
+
+
+# --- data and generation ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    index: int  # position in the split's clips.json (the seed offset: a clip's audio does not depend on --clips)
+    key: str
+    speaker: int
+    audio: np.ndarray  # float32 original in [-1, 1], cropped to `n_frames` whole hops
+    frames: np.ndarray  # (all of the clip's frames, n_mels): the model reads past the crop for its lookahead
+    n_frames: int  # frames compared
+
+
+def load_split(data: Path, split: str, clips: int | None, max_seconds: float | None) -> tuple[MelSpec, list[Clip], int]:
+    """(mel spec, the chosen clips, clips in the split): `clips` evenly spaced over the split (all when None)."""
+    meta = json.loads((data / "meta.json").read_text())
+    spec = MelSpec(**meta["mel"])
+    folder = data / split
+    index = json.loads((folder / "clips.json").read_text())
+    audio = np.load(folder / "audio.npy", mmap_mode="r")
+    frames = np.load(folder / "frames.npy", mmap_mode="r")
+    chosen = range(len(index)) if clips is None or clips >= len(index) else \
+        sorted(set(np.linspace(0, len(index) - 1, max(clips, 0)).round().astype(int).tolist()))
+    limit = None if max_seconds is None else max(1, int(max_seconds * spec.sample_rate) // spec.hop)
+    out = []
+    for i in chosen:
+        c = index[i]
+        n = c["n_frames"] if limit is None else min(c["n_frames"], limit)
+        pcm = np.asarray(audio[c["sample_offset"] : c["sample_offset"] + n * spec.hop])
+        out.append(Clip(index=i, key=c["key"], speaker=int(c["speaker"]),
+                        audio=(pcm.astype(np.float32) / 32768.0),
+                        frames=np.asarray(frames[c["frame_offset"] : c["frame_offset"] + c["n_frames"]], np.float32),
+                        n_frames=n))
+    return spec, out, len(index)
+
+
+def pick_generator(model: WaveNet, precision: str, threads: int | None, reference: bool) -> tuple[Generator, str]:
+    """The compiled generator (models/fast.py) where it is built, else the reference one; and which it is."""
+    if not reference:
+        try:
+            from models.fast import fast_available, make_generator
+        except ImportError:  # models/fast.py absent
+            pass
+        else:
+            if fast_available():
+                gen = make_generator(model, precision=precision, threads=threads)  # type: ignore[arg-type]
+                return gen, f"compiled ({precision})"
+    return Generator(model), "reference (PyTorch eager)"
+
+
+def vocode(gen: Generator, clips: list[Clip], hop: int, streams: int, temperature: float, seed: int,
+           progress: Callable[[int], object] = lambda n: None) -> dict[int, np.ndarray]:
+    """Each clip's float32 audio generated from its frames; up to `streams` clips open at once as one batch."""
+    speakers = gen.cfg.speakers
+    pending = list(clips)
+    open_: dict[int, tuple[Clip, list[np.ndarray]]] = {}
+    out: dict[int, np.ndarray] = {}
+    while pending or open_:
+        while pending and len(open_) < streams:
+            clip = pending.pop(0)
+            if speakers and not 0 <= clip.speaker < speakers:
+                raise ValueError(f"clip {clip.key}: speaker {clip.speaker} but the model has {speakers} speakers")
+            sid = gen.open(StreamConfig(speaker=clip.speaker if speakers else 0, features=True,
+                                        seed=seed + clip.index, temperature=temperature,
+                                        length=clip.n_frames * hop))
+            gen.push_frames(sid, clip.frames)
+            gen.end_frames(sid)
+            open_[sid] = (clip, [])
+        made = gen.generate(CHUNK, list(open_))
+        for sid, classes in made.items():
+            open_[sid][1].append(classes)
+            progress(len(classes))
+        for sid in [s for s in open_ if gen.done(s)]:
+            clip, parts = open_.pop(sid)
+            gen.close(sid)
+            out[clip.index] = mulaw.decode(np.concatenate(parts), gen.cfg.classes)
+        if not made and open_:
+            raise RuntimeError("generation stalled")  # cannot happen: every open stream has all its frames
+    return out
+
+
+# --- main -------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path("data/fillets"), help="prepared data (wavenet-prepare --out)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--model", type=Path, default=Path("models/default.pt"))
+    p.add_argument("--clips", type=int, default=None, help="clips, evenly spaced over the split (default: all)")
+    p.add_argument("--max-seconds", type=float, default=None, help="compare at most this much of each clip")
+    p.add_argument("--streams", type=int, default=32, help="clips generated at once as one batch")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="clip i of the split is generated with seed SEED + i")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compiled generator's weights")
+    p.add_argument("--reference-generator", action="store_true", help="use the PyTorch eager generator")
+    p.add_argument("--threads", type=int, default=None, help="generator threads (default: the CPUs usable)")
+    p.add_argument("--gl-iterations", type=int, default=GL_ITERATIONS)
+    p.add_argument("--gl-momentum", type=float, default=GL_MOMENTUM, help="0: classic Griffin-Lim")
+    p.add_argument("--references-only", action="store_true", help="skip the model: μ-law copy and Griffin-Lim only")
+    p.add_argument("--per-clip", action="store_true", help="print every clip's scores before the table")
+    p.add_argument("--write-examples", type=Path, metavar="DIR",
+                   help="write original, vocoded and Griffin-Lim FLACs of the first --examples clips to DIR")
+    p.add_argument("--examples", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.streams < 1 or (args.clips is not None and args.clips < 1) or args.gl_iterations < 0:
+        p.error("--streams and --clips must be >= 1, --gl-iterations >= 0")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        p.error("--max-seconds must be > 0")
+    return args
+
+
+def _mean(values: list[float]) -> float | None:
+    kept = [v for v in values if not math.isnan(v)]
+    return round(float(np.mean(kept)), 4) if kept else None
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    spec, clips, total = load_split(args.data, args.split, args.clips, args.max_seconds)
+    if not clips:
+        raise SystemExit(f"no clips in {args.data / args.split}")
+    seconds = sum(c.n_frames * spec.hop for c in clips) / spec.sample_rate
+    methods = [m for m in METHODS if not (args.references_only and m == "model")]
+
+    outputs: dict[str, dict[int, np.ndarray]] = {}
+    generator_name, trained, gen_wall = "", None, 0.0
+    if "model" in methods:
+        model = load_checkpoint(args.model)
+        if model.cfg.mel is None:
+            raise SystemExit(f"{args.model} takes no mel frames: it is not a vocoder")
+        if model.cfg.mel != spec:
+            raise SystemExit(f"{args.model} was trained on other frames ({model.cfg.mel}) than {args.data} ({spec})")
+        trained = read_checkpoint(args.model).get("trained")
+        gen, generator_name = pick_generator(model, args.precision, args.threads, args.reference_generator)
+        gen_start = time.perf_counter()
+        with tqdm(total=sum(c.n_frames * spec.hop for c in clips), unit="sample", unit_scale=True,
+                  desc="vocoding", disable=None, file=sys.stderr) as bar:
+            outputs["model"] = vocode(gen, clips, spec.hop, args.streams, args.temperature, args.seed, bar.update)
+        gen_wall = time.perf_counter() - gen_start
+    outputs["mulaw_copy"] = {c.index: mulaw.decode(mulaw.encode(c.audio)) for c in clips}
+    gl_start = time.perf_counter()
+    outputs["griffin_lim"] = {c.index: griffin_lim(c.frames[: c.n_frames], spec, args.gl_iterations,
+                                                         args.gl_momentum, seed=args.seed)
+                              for c in clips}
+    gl_wall = time.perf_counter() - gl_start
+
+    per_clip: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for clip in clips:
+        reference_frames = log_mel(clip.audio, spec)
+        for m in methods:
+            per_clip[m].append(scores(clip.audio, outputs[m][clip.index], reference_frames, spec))
+        if args.per_clip:
+            cells = "  ".join(f"{m} " + " ".join(_fmt(v, 3) if not math.isnan(v) else "n/a"
+                                                  for v in per_clip[m][-1].values()) for m in methods)
+            print(f"{clip.key:<32} {clip.n_frames * spec.hop / spec.sample_rate:5.2f}s  {cells}")
+
+    if args.write_examples:
+        args.write_examples.mkdir(parents=True, exist_ok=True)
+        for clip in clips[: args.examples]:
+            stem = args.write_examples / f"{clip.index:03d}-{clip.key.replace('/', '-')}"
+            named = {"original": clip.audio, "griffin-lim": outputs["griffin_lim"][clip.index]}
+            if "model" in outputs:
+                named["vocoded"] = outputs["model"][clip.index]
+            for name, audio in named.items():
+                sf.write(f"{stem}-{name}.flac", audio, spec.sample_rate, subtype="PCM_16")
+
+    result: dict[str, object] = {"clips": len(clips), "seconds": round(seconds, 2)}
+    for m in methods:
+        result[m] = {k: _mean([s[k] for s in per_clip[m]]) for k in METRICS}
+        unscored = sum(math.isnan(s["pesq_wb"]) for s in per_clip[m])
+        if unscored:
+            result[m]["pesq_unscored_clips"] = unscored  # type: ignore[index]
+    wall = time.perf_counter() - started
+    result.update({
+        "split": args.split, "clips_in_split": total,
+        "model_path": str(args.model) if "model" in methods else None,
+        "model_trained_step": trained.get("step") if isinstance(trained, dict) else None,
+        "generator": generator_name or None, "temperature": args.temperature, "seed": args.seed,
+        "griffin_lim_iterations": args.gl_iterations, "griffin_lim_momentum": args.gl_momentum,
+        "wall_s": round(wall, 1), "generation_s": round(gen_wall, 1), "griffin_lim_s": round(gl_wall, 1),
+        "definitions": DEFINITIONS,
+        "command": shlex.join(["python", "bench/quality.py", *argv]),
+    })
+
+    chosen = "all" if len(clips) == total else "evenly spaced over the"
+    print(f"{len(clips)} clips ({chosen} {total} {args.split} clips), {seconds:.1f} s of audio at "
+          f"{spec.sample_rate} Hz, {spec.n_mels}-band log-mel, hop {spec.hop}")
+    if "model" in methods:
+        step = result["model_trained_step"]
+        trained_at = "" if step is None else f" (training step {step})"
+        print(f"model: {args.model}{trained_at}, {generator_name} generator, temperature {args.temperature}, "
+              f"seed {args.seed}; generation {gen_wall:.1f} s")
+    print(f"Griffin-Lim: {args.gl_iterations} iterations, momentum {args.gl_momentum}, {gl_wall:.1f} s; "
+          f"total {wall:.1f} s")
+    gl_label = f"Griffin-Lim ({args.gl_iterations} it.)"
+    labels = {m: gl_label if m == "griffin_lim" else METHODS[m] for m in methods}
+    width = max(len(v) for v in labels.values())
+    print(f"{'':<{width}}  {'PESQ-wb':>8}  {'MCD (dB)':>9}  {'log-mel dist':>12}")
+    for m in methods:
+        r = result[m]
+        assert isinstance(r, dict)
+        print(f"{labels[m]:<{width}}  {_fmt(r['pesq_wb'], 2):>8}  {_fmt(r['mcd_db'], 2):>9}  "
+              f"{_fmt(r['log_mel_distance'], 3):>12}")
+    for k, text in DEFINITIONS.items():
+        print(f"{k}: {text}")
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Soak: for N minutes, 2 x --max-streams clients of mixed behaviour against a live server; then report outcomes,
+exact lengths, INTERNAL/UNKNOWN errors, server memory and the active-streams gauge.
+
+Prints a table, then one JSON line. Run: python bench/soak.py --minutes 10 [--max-streams 8] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from bench.serve import free_port, wait_healthy
+from server.settings import DEFAULT_MODEL
+from wavenet.v1 import wavenet_pb2 as pb
+from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+BEHAVIOURS = ("normal", "vocode", "cancel", "slow", "deadline", "malformed")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def active_streams(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("wavenet_active_streams{")]
+    return sum(values)
+
+
+class Tally:
+    """Outcomes of all clients, thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.codes: Counter[str] = Counter()
+        self.completed = 0
+        self.wrong_length = 0
+
+    def add(self, code: str, expected: int | None = None, got: int | None = None) -> None:
+        with self.lock:
+            self.codes[code] += 1
+            if code == "OK" and expected is not None:
+                self.completed += 1
+                self.wrong_length += int(got != expected)
+
+
+def frames(n: int, channels: int, rng: random.Random) -> Iterator[pb.SynthesizeRequest]:
+    values = np.asarray([rng.gauss(-4.0, 1.0) for _ in range(n * channels)], np.float32)
+    for i in range(0, n, 8):
+        block = values[i * channels : min(n, i + 8) * channels]
+        yield pb.SynthesizeRequest(frames=pb.FeatureFrames(values=block.tolist(), num_frames=len(block) // channels))
+
+
+def client_loop(address: str, info: pb.ModelInfo, until: float, seed: int, tally: Tally) -> None:
+    rng = random.Random(seed)
+    rate = info.sample_rate
+    hop = info.features.hop if info.HasField("features") else 0
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.WaveNetStub(channel)
+        while time.monotonic() < until:
+            behaviour = rng.choice(BEHAVIOURS if hop else tuple(b for b in BEHAVIOURS if b != "vocode"))
+            samples = rng.randint(rate // 20, rate // 4)
+            request = pb.GenerateRequest(samples=samples, seed=rng.getrandbits(32), speaker=0)
+            expected: int | None = samples
+            try:
+                if behaviour == "vocode":
+                    n = max(1, samples // hop)
+                    expected = n * hop
+                    messages = [pb.SynthesizeRequest(config=pb.GenerateRequest(seed=1)),
+                                *frames(n, info.features.channels, rng), pb.SynthesizeRequest(end=pb.EndOfInput())]
+                    got = sum(c.num_samples for c in stub.Synthesize(iter(messages), timeout=120))
+                elif behaviour == "cancel":
+                    call = stub.Generate(request, timeout=120)
+                    for _ in range(rng.randint(0, 3)):
+                        next(call, None)
+                    call.cancel()
+                    tally.add("CANCELLED")
+                    continue
+                elif behaviour == "slow":
+                    got = 0
+                    for chunk in stub.Generate(request, timeout=120):
+                        got += chunk.num_samples
+                        time.sleep(rng.uniform(0.0, 0.05))
+                elif behaviour == "deadline":
+                    got = sum(c.num_samples for c in stub.Generate(request, timeout=rng.uniform(0.01, 0.5)))
+                elif behaviour == "malformed":
+                    bad: Callable[[], pb.GenerateRequest] = rng.choice([
+                        lambda: pb.GenerateRequest(seconds=-1.0),
+                        lambda: pb.GenerateRequest(samples=10, speaker=9999),
+                        lambda: pb.GenerateRequest(samples=10, temperature=float("nan")),
+                        lambda: pb.GenerateRequest(samples=10, model="nope"),
+                        lambda: pb.GenerateRequest(features=pb.FeatureFrames(values=[1.0], num_frames=3)),
+                    ])
+                    expected = None
+                    got = sum(c.num_samples for c in stub.Generate(bad(), timeout=60))
+                else:
+                    got = sum(c.num_samples for c in stub.Generate(request, timeout=120))
+                tally.add("OK", expected, got)
+            except grpc.RpcError as error:
+                tally.add(error.code().name)
+                if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    time.sleep(rng.uniform(0.01, 0.1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--minutes", type=float, default=1.0)
+    p.add_argument("--max-streams", type=int, default=8)
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    args = p.parse_args(argv)
+
+    port, metrics_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "server.service", "--model", args.model, "--port", str(port),
+                               "--max-streams", str(args.max_streams), "--metrics-port", str(metrics_port),
+                               "--log-level", "WARNING"], cwd=ROOT)
+    try:
+        wait_healthy(address, server)
+        rss_start = rss_mb(server.pid)
+        with grpc.insecure_channel(address) as channel:
+            info = pb_grpc.WaveNetStub(channel).ListModels(pb.ListModelsRequest()).models[0]
+        tally = Tally()
+        started = time.monotonic()
+        until = started + 60 * args.minutes
+        clients = [threading.Thread(target=client_loop, args=(address, info, until, i, tally), daemon=True)
+                   for i in range(2 * args.max_streams)]
+        for c in clients:
+            c.start()
+        time.sleep(min(60.0, 0.2 * 60 * args.minutes))
+        rss_warm = rss_mb(server.pid)
+        for c in clients:
+            c.join()
+        time.sleep(1.0)
+        active_after = active_streams(metrics_port)
+        rss_end = rss_mb(server.pid)
+        alive = server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(60)
+    internal = tally.codes.get("INTERNAL", 0) + tally.codes.get("UNKNOWN", 0)
+    result = {
+        "minutes": args.minutes,
+        "clients": 2 * args.max_streams,
+        "completed": tally.completed,
+        "completed_wrong_length": tally.wrong_length,
+        "by_code": dict(sorted(tally.codes.items())),
+        "internal_errors": internal,
+        "rss_mb_start": round(rss_start, 1),
+        "rss_mb_warm": round(rss_warm, 1),
+        "rss_mb_end": round(rss_end, 1),
+        "rss_growth_after_warmup": round(rss_end / rss_warm - 1, 3),
+        "active_after": active_after,
+        "server_alive_at_end": alive,
+    }
+    print(f"soak: {args.minutes:g} min, {2 * args.max_streams} clients, --max-streams {args.max_streams}, "
+          f"model {args.model}")
+    for key, value in result.items():
+        print(f"{key:<26} {value}")
+    print(json.dumps(result))
+    return 0 if internal == 0 and tally.wrong_length == 0 and active_after == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""bench/quality.py: the report on a tiny model and a fake prepared split; the inverse STFT, Griffin-Lim and metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench.quality import (
+    METHODS,
+    METRICS,
+    griffin_lim,
+    istft,
+    log_mel_distance,
+    main,
+    mcd_db,
+    stft,
+)
+from models.features import MelSpec, log_mel, magnitudes
+from models.wavenet import save_checkpoint
+from tests.tiny import TINY_MEL, tiny_model
+
+SPEC = MelSpec()  # the real frames: 16 kHz, 80 bands, hop 200
+
+
+def voiced(seconds: float, f0: float, rate: int, seed: int) -> np.ndarray:
+    """A speech-like test signal: harmonics of a gliding f0 under a syllable-rate envelope, a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 1.5 * t))) / rate
+    wav = sum(np.sin(k * phase) / k for k in range(1, 4))
+    envelope = 0.5 - 0.5 * np.cos(2 * np.pi * 3 * t)
+    return 0.3 * wav * envelope + 0.003 * rng.normal(size=len(t))
+
+
+def write_split(root: Path, clips: list[tuple[np.ndarray, int]], spec: MelSpec) -> None:
+    """root/meta.json and root/test/ as wavenet-prepare writes them."""
+    folder = root / "test"
+    folder.mkdir(parents=True)
+    index, audio, frames = [], [], []
+    s_off = f_off = 0
+    for wav, speaker in clips:
+        pcm = np.round(wav[: len(wav) // spec.hop * spec.hop] * 32767).astype(np.int16)
+        mel = log_mel(pcm / 32768.0, spec)
+        index.append({"key": f"xx/level/clip{len(index)}", "speaker": speaker, "sample_offset": s_off,
+                      "n_samples": len(pcm), "frame_offset": f_off, "n_frames": len(mel)})
+        audio.append(pcm)
+        frames.append(mel)
+        s_off += len(pcm)
+        f_off += len(mel)
+    np.save(folder / "audio.npy", np.concatenate(audio))
+    np.save(folder / "frames.npy", np.concatenate(frames))
+    (folder / "clips.json").write_text(json.dumps(index))
+    meta = {"mel": dataclasses.asdict(spec), "sample_rate": spec.sample_rate, "speakers": ["a", "b"]}
+    (root / "meta.json").write_text(json.dumps(meta))
+
+
+def test_report_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rate = TINY_MEL.sample_rate
+    clips = [(voiced(1.0, 90.0 + 20 * i, rate, seed=i), i % 2) for i in range(3)]
+    write_split(tmp_path / "data", clips, TINY_MEL)
+    save_checkpoint(tmp_path / "tiny.pt", tiny_model("both"))  # speakers 2, TINY_MEL frames
+    examples = tmp_path / "examples"
+
+    assert main(["--data", str(tmp_path / "data"), "--model", str(tmp_path / "tiny.pt"), "--clips", "2",
+                 "--streams", "2", "--write-examples", str(examples), "--examples", "1"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+
+    assert result["clips"] == 2 and result["seconds"] == pytest.approx(2.0)
+    assert result["command"].startswith("python bench/quality.py --data ")
+    for method in METHODS:
+        assert set(METRICS) <= set(result[method]), method
+        assert all(isinstance(result[method][k], float) for k in ("mcd_db", "log_mel_distance"))
+        assert result[method]["pesq_wb"] is None or 1.0 <= result[method]["pesq_wb"] <= 4.7
+    for label in ("model (vocoded)", "μ-law 8-bit copy", "Griffin-Lim (64 it.)"):
+        assert label in out
+
+    # The μ-law copy is close to the original; noise of the same level (and an untrained model) are not.
+    chosen = [clips[0][0], clips[2][0]]  # --clips 2 of 3: evenly spaced, the first and the last
+    rng = np.random.default_rng(9)
+    noise = np.mean([log_mel_distance(log_mel(x, TINY_MEL), log_mel(rng.normal(size=len(x)) * x.std(), TINY_MEL))
+                     for x in chosen])
+    assert result["mulaw_copy"]["log_mel_distance"] < 0.25 * noise
+    assert result["mulaw_copy"]["log_mel_distance"] < result["model"]["log_mel_distance"]
+    assert result["mulaw_copy"]["pesq_wb"] > result["model"]["pesq_wb"]
+    assert result["griffin_lim"]["log_mel_distance"] < 0.25 * noise
+
+    written = sorted(p.name for p in examples.iterdir())
+    assert written == [f"000-xx-level-clip0-{k}.flac" for k in ("griffin-lim", "original", "vocoded")]
+    audio, got_rate = sf.read(examples / written[1])
+    assert got_rate == rate and len(audio) == rate
+
+
+def test_stft_matches_features_and_inverts_exactly() -> None:
+    x = np.random.default_rng(0).normal(size=SPEC.sample_rate // 2) * 0.1
+    spectrum = stft(x, SPEC)
+    np.testing.assert_allclose(np.abs(spectrum), magnitudes(x, SPEC), atol=1e-9)
+    np.testing.assert_allclose(istft(spectrum, SPEC), x, atol=1e-9)
+
+
+def test_griffin_lim_reconstructs_a_tone() -> None:
+    t = np.arange(SPEC.sample_rate) / SPEC.sample_rate
+    tone = 0.3 * np.sin(2 * np.pi * 440.0 * t)
+    frames = log_mel(tone, SPEC)
+    rebuilt = griffin_lim(frames, SPEC)
+    assert len(rebuilt) == len(tone)
+    got = log_mel(rebuilt, SPEC)
+    noise = log_mel_distance(frames, log_mel(np.random.default_rng(1).normal(size=len(t)) * tone.std(), SPEC))
+    assert log_mel_distance(frames, got) < min(1.0, 0.15 * noise)
+    loudest = frames.mean(axis=0).argmax()  # the tone's band: within 10 % (0.8 dB) in magnitude
+    assert np.abs(got[2:-2, loudest] - frames[2:-2, loudest]).mean() < 0.1
+
+
+def test_mcd_ignores_level_and_grows_with_spectral_change() -> None:
+    frames = log_mel(voiced(0.5, 120.0, SPEC.sample_rate, seed=3), SPEC)
+    assert mcd_db(frames, frames) == 0.0
+    assert mcd_db(frames, frames + 1.5) == pytest.approx(0.0, abs=1e-6)  # c0 (level) excluded
+    tilt = np.linspace(0.0, 1.0, SPEC.n_mels)[None, :]
+    assert 0.0 < mcd_db(frames, frames + 0.5 * tilt) < mcd_db(frames, frames + tilt)
