@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from models.features import MelSpec
+from models.features import MelSpec, log_mel
 from models.wavenet import WaveNet, WaveNetConfig
 
 TINY_MEL = MelSpec(sample_rate=1600, n_mels=8, hop=4, win=16, n_fft=16, fmin=0.0, fmax=800.0)
@@ -39,3 +43,27 @@ def random_classes(n: int, seed: int = 1) -> np.ndarray:
 
 def random_frames(n: int, n_mels: int, seed: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, n_mels)).astype(np.float32)
+
+
+def write_prepared(root: Path, splits: dict[str, list[tuple[np.ndarray, int]]], spec: MelSpec,
+                   speakers: list[str]) -> None:
+    """A prepared data folder as wavenet-prepare writes it: root/meta.json and root/<split>/ for each split."""
+    for split, clips in splits.items():
+        folder = root / split
+        folder.mkdir(parents=True)
+        index, audio, frames = [], [], []
+        s_off = f_off = 0
+        for wav, speaker in clips:
+            pcm = np.round(wav[: len(wav) // spec.hop * spec.hop] * 32767).astype(np.int16)
+            mel = log_mel(pcm / 32768.0, spec)
+            index.append({"key": f"xx/level/clip{len(index)}", "speaker": speaker, "sample_offset": s_off,
+                          "n_samples": len(pcm), "frame_offset": f_off, "n_frames": len(mel)})
+            audio.append(pcm)
+            frames.append(mel)
+            s_off += len(pcm)
+            f_off += len(mel)
+        np.save(folder / "audio.npy", np.concatenate(audio))
+        np.save(folder / "frames.npy", np.concatenate(frames))
+        (folder / "clips.json").write_text(json.dumps(index))
+    meta = {"mel": dataclasses.asdict(spec), "sample_rate": spec.sample_rate, "speakers": speakers}
+    (root / "meta.json").write_text(json.dumps(meta))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from bench.quality import (
 )
 from models.features import MelSpec, log_mel, magnitudes
 from models.wavenet import save_checkpoint
-from tests.tiny import TINY_MEL, tiny_model
+from tests.tiny import TINY_MEL, tiny_model, write_prepared
 
 SPEC = MelSpec()  # the real frames: 16 kHz, 80 bands, hop 200
 
@@ -37,32 +36,10 @@ def voiced(seconds: float, f0: float, rate: int, seed: int) -> np.ndarray:
     return 0.3 * wav * envelope + 0.003 * rng.normal(size=len(t))
 
 
-def write_split(root: Path, clips: list[tuple[np.ndarray, int]], spec: MelSpec) -> None:
-    """root/meta.json and root/test/ as wavenet-prepare writes them."""
-    folder = root / "test"
-    folder.mkdir(parents=True)
-    index, audio, frames = [], [], []
-    s_off = f_off = 0
-    for wav, speaker in clips:
-        pcm = np.round(wav[: len(wav) // spec.hop * spec.hop] * 32767).astype(np.int16)
-        mel = log_mel(pcm / 32768.0, spec)
-        index.append({"key": f"xx/level/clip{len(index)}", "speaker": speaker, "sample_offset": s_off,
-                      "n_samples": len(pcm), "frame_offset": f_off, "n_frames": len(mel)})
-        audio.append(pcm)
-        frames.append(mel)
-        s_off += len(pcm)
-        f_off += len(mel)
-    np.save(folder / "audio.npy", np.concatenate(audio))
-    np.save(folder / "frames.npy", np.concatenate(frames))
-    (folder / "clips.json").write_text(json.dumps(index))
-    meta = {"mel": dataclasses.asdict(spec), "sample_rate": spec.sample_rate, "speakers": ["a", "b"]}
-    (root / "meta.json").write_text(json.dumps(meta))
-
-
 def test_report_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rate = TINY_MEL.sample_rate
     clips = [(voiced(1.0, 90.0 + 20 * i, rate, seed=i), i % 2) for i in range(3)]
-    write_split(tmp_path / "data", clips, TINY_MEL)
+    write_prepared(tmp_path / "data", {"test": clips}, TINY_MEL, ["a", "b"])
     save_checkpoint(tmp_path / "tiny.pt", tiny_model("both"))  # speakers 2, TINY_MEL frames
     examples = tmp_path / "examples"
 

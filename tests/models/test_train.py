@@ -10,33 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.features import log_mel
 from models.train import TrainConfig, Trainer, main
 from models.wavenet import config_to_dict, load_checkpoint
-from tests.tiny import CONFIGS, TINY_MEL
+from tests.tiny import CONFIGS, TINY_MEL, write_prepared
 
 CFG = dataclasses.replace(CONFIGS["both"], speakers=2)
 TC = TrainConfig(steps=40, batch_size=4, window=64, lr=3e-3, lr_min=1e-3, warmup=5, valid_every=10,
                  valid_examples=4, checkpoint_minutes=60)
-
-
-def write_split(folder: Path, clips: list[tuple[np.ndarray, int]]) -> None:
-    """A split as wavenet-prepare writes it."""
-    folder.mkdir(parents=True)
-    index, audio, frames = [], [], []
-    s_off = f_off = 0
-    for wav, speaker in clips:
-        pcm = np.round(wav * 32767).astype(np.int16)
-        mel = log_mel(pcm / 32768.0, TINY_MEL)
-        index.append({"key": f"clip{len(index)}", "speaker": speaker, "sample_offset": s_off, "n_samples": len(pcm),
-                      "frame_offset": f_off, "n_frames": len(mel)})
-        audio.append(pcm)
-        frames.append(mel)
-        s_off += len(pcm)
-        f_off += len(mel)
-    np.save(folder / "audio.npy", np.concatenate(audio))
-    np.save(folder / "frames.npy", np.concatenate(frames))
-    (folder / "clips.json").write_text(json.dumps(index))
 
 
 @pytest.fixture
@@ -49,10 +29,8 @@ def data(tmp_path: Path) -> Path:
         f0 = 60.0 + 15 * (i % 5)
         return 0.5 * np.sin(2 * np.pi * f0 * t) + 0.02 * rng.normal(size=len(t)), i % 2
 
-    write_split(root / "train", [clip(i) for i in range(12)])
-    write_split(root / "valid", [clip(i) for i in range(4)])
-    meta = {"mel": dataclasses.asdict(TINY_MEL), "sample_rate": TINY_MEL.sample_rate, "speakers": ["a", "b"]}
-    (root / "meta.json").write_text(json.dumps(meta))
+    splits = {"train": [clip(i) for i in range(12)], "valid": [clip(i) for i in range(4)]}
+    write_prepared(root, splits, TINY_MEL, ["a", "b"])
     return root
 
 
