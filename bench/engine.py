@@ -1,6 +1,8 @@
 """Generation speed: naive recomputation vs the queue generator, batched, and cost per sample vs length and depth.
 
-Prints a table, then one JSON line. Run: python bench/engine.py [--quick]
+Then the compiled fast path beside the reference (bench/engine_fast.py): 1 stream on 1 thread, batched on 2
+threads, fp32 and bf16, and bf16's effect on the logits.
+Prints tables, then one JSON line. Run: python bench/engine.py [--quick]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from bench.engine_fast import measure, print_rows
 from models.generator import Generator, StreamConfig
 from models.mulaw import SILENCE
 from models.wavenet import WaveNet, WaveNetConfig, receptive_field
@@ -100,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         "length_flatness": round(per_sample_us[lengths[-1]] / per_sample_us[lengths[0]], 3),
         "per_sample_us_by_layers": {str(k): round(v, 1) for k, v in per_layer_us.items()},
     }
+    fast = measure(args.quick, chunk=512, checkpoint=None)
+    if fast is None:
+        print("compiled generator not built: the fast path was not measured")
+    else:
+        header, fast_rows, fast_result = fast
+        print(header)
+        print_rows(fast_rows)
+        result.update({k: v for k, v in fast_result.items() if k not in ("model", "exactness")})
+        result["fast_exactness"] = fast_result["exactness"]
     print(json.dumps(result))
     return 0
 

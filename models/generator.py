@@ -170,9 +170,7 @@ class Generator:
         sids = sorted(counts, key=lambda sid: -counts[sid])  # streams that run longest first
         states = [chosen[sid] for sid in sids]
         steps = counts[sids[0]]
-        bias = torch.zeros(len(sids), steps, self.width)
-        for row, state in enumerate(states):
-            bias[row, : counts[sids[row]]] = self._sample_bias(state, state.t, counts[sids[row]])
+        bias = self._chunk_bias(states, [counts[sid] for sid in sids], steps)
         seeds = np.array([s.config.seed for s in states], np.uint64)
         temperatures = np.array([s.config.temperature for s in states], np.float64)
         out = self._run_chunk(states, [counts[sid] for sid in sids], bias, seeds, temperatures)
@@ -188,6 +186,19 @@ class Generator:
         return logits.numpy()
 
     # --- internals ----------------------------------------------------------------------------------
+    def _chunk_bias(self, states: list[StreamState], counts: list[int], steps: int) -> torch.Tensor:
+        """(B, steps, width) gate biases for each stream's next counts[row] samples (rows past their count: unused).
+
+        Streams without features have one bias for every sample: if no stream in the chunk has features, the
+        result is a broadcast view of those, with nothing copied.
+        """
+        if not any(s.config.features for s in states):
+            return torch.stack([cast(torch.Tensor, s.constant_bias) for s in states])[:, None].expand(-1, steps, -1)
+        bias = torch.zeros(len(states), steps, self.width)
+        for row, (state, count) in enumerate(zip(states, counts)):
+            bias[row, :count] = self._sample_bias(state, state.t, count)
+        return bias
+
     def _run_chunk(
         self,
         states: list[StreamState],

@@ -21,7 +21,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from models.generator import Generator
+from models.fast import Precision, make_generator
 from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
 from server import convert
 from server.auth import TOKENS_ENV, TokenAuth, load_tokens
@@ -53,15 +53,15 @@ class LoadedModel:
     scheduler: Scheduler
 
 
-def load_model(spec: str, max_streams: int) -> LoadedModel:
-    """'PATH' or 'NAME=PATH' to a loaded model with its scheduler (not yet started)."""
+def load_model(spec: str, max_streams: int, precision: Precision | None = None) -> LoadedModel:
+    """'PATH' or 'NAME=PATH' to a loaded model with its scheduler (not yet started); precision: see make_generator."""
     name, _, path = spec.rpartition("=")
     name = name or _stem(path)
     model = load_checkpoint(path, key="model")
     raw = read_checkpoint(path)
     speakers = [str(s) for s in raw.get("speakers", [])] or [f"speaker{i}" for i in range(model.cfg.speakers)]
     info = convert.model_info(name, model.cfg, speakers[: model.cfg.speakers])
-    return LoadedModel(name, model.cfg, info, Scheduler(Generator(model), max_streams))
+    return LoadedModel(name, model.cfg, info, Scheduler(make_generator(model, precision=precision), max_streams))
 
 
 def _stem(path: str) -> str:
@@ -277,6 +277,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS, help="active streams per model")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (0: off)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="weights of the compiled generator: bf16 is about 3x faster; auto: bf16 where the CPU has it")
     p.add_argument("--grace", type=float, default=GRACE_SECONDS, help="seconds to let streams finish on SIGTERM")
     defaults = Limits()
     p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="audio per request")
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from(args)
         models = {}
         for spec in args.model or [str(DEFAULT_MODEL)]:
-            loaded = load_model(spec, args.max_streams)
+            loaded = load_model(spec, args.max_streams, None if args.precision == "auto" else args.precision)
             models[loaded.name] = loaded
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)

@@ -107,8 +107,14 @@ def test_synthesize_streams_audio_before_the_input_ends(stub: pb_grpc.WaveNetStu
     assert np.array_equal(collect(stub.Generate(whole))[1], audio)  # live and whole give the same audio
 
 
-def long_stream(stub: pb_grpc.WaveNetStub, **kwargs: object) -> grpc.Future:
-    return stub.Generate(pb.GenerateRequest(seconds=15, seed=1), **kwargs)
+def held_stream(stub: pb_grpc.WaveNetStub, release: threading.Event, **kwargs: object) -> grpc.Future:
+    """A Synthesize that holds its slot: a config, then no frames until `release` is set."""
+
+    def requests() -> Iterator[pb.SynthesizeRequest]:
+        yield pb.SynthesizeRequest(config=pb.GenerateRequest(seed=1))
+        release.wait(60)
+
+    return stub.Synthesize(requests(), **kwargs)
 
 
 def wait_for(predicate: object, seconds: float = 20.0) -> None:
@@ -122,22 +128,23 @@ def test_capacity_cancellation_and_deadlines_free_slots(server: RunningServer, s
     def active() -> float | None:
         return server.metrics.registry.get_sample_value("wavenet_active_streams", {"model": "tiny"})
 
+    release = threading.Event()
     wait_for(lambda: active() == 0)
-    calls = [long_stream(stub) for _ in range(MAX_STREAMS)]
-    for call in calls:
-        next(call)  # each is admitted and streaming
+    calls = [held_stream(stub, release) for _ in range(MAX_STREAMS)]
+    wait_for(lambda: active() == MAX_STREAMS)  # all admitted
     with pytest.raises(grpc.RpcError) as refused:
-        next(long_stream(stub))
+        next(held_stream(stub, release))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     calls[0].cancel()
     wait_for(lambda: active() == MAX_STREAMS - 1)
     with pytest.raises(grpc.RpcError) as late:
-        list(long_stream(stub, timeout=0.5))  # admitted into the freed slot, then runs out of time
+        next(held_stream(stub, release, timeout=0.5))  # admitted into the freed slot, then runs out of time
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_for(lambda: active() == MAX_STREAMS - 1)
     for call in calls[1:]:
         call.cancel()
     wait_for(lambda: active() == 0)
+    release.set()
     assert len(collect(stub.Generate(pb.GenerateRequest(samples=100)))[1]) == 100
 
 

@@ -1,0 +1,248 @@
+"""The compiled fast path of the queue generator: one C++ call runs a whole chunk (every layer, the head, sampling).
+
+`make_generator()` is what other code calls: a `FastGenerator` where the extension is built, else the reference
+`Generator` (with a warning, once). Both share the stream bookkeeping, the bias building, the queue bank
+(`self.queues`, updated in place by either) and priming; only the chunk loop and teacher-forced steps differ.
+
+The extension comes in two variants of one source (models/csrc, see setup.py): `_engine_avx512` (AVX-512 + BF16
+kernels) where the CPU has those instructions, else `_engine_generic` (plain loops, any CPU).
+
+Precision: "fp32" matches the reference to float rounding (the tests hold it to 1e-4 on logits); "bf16" rounds the
+weights (not the activations, which stay fp32, as do the accumulations) to bfloat16, which halves the bytes read per
+sample so that the default model's weights (1.25 MB) fit in a core's L2 cache. The default is bf16 where the CPU
+has AVX512_BF16, else fp32. bench/engine_fast.py measures both, and what bf16 does to the logits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from types import ModuleType
+from typing import Literal, cast
+
+import numpy as np
+import torch
+
+from models.generator import Generator, StreamState, _step_weights
+from models.wavenet import WaveNet
+
+Precision = Literal["fp32", "bf16"]
+VARIANTS = ("avx512", "generic")
+
+_warned = False
+
+
+def _import(variant: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"models._engine_{variant}")
+    except ImportError:
+        return None
+
+
+def _cpu_has_avx512_bf16() -> bool:
+    generic = _import("generic")
+    if generic is not None:
+        return bool(generic.cpu_has_avx512_bf16())
+    try:  # no generic variant to ask: the kernel's view of the CPU (Linux)
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"} <= set(flags)
+
+
+def engine_module(variant: str | None = None) -> ModuleType | None:
+    """The extension module of the given variant (None: the best this CPU runs), or None if it is not built.
+
+    Asking for "avx512" on a CPU without it gives None rather than a module that would crash.
+    """
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    candidates = [variant] if variant else list(VARIANTS)
+    for name in candidates:
+        if name == "avx512" and not _cpu_has_avx512_bf16():
+            continue
+        module = _import(name)
+        if module is not None:
+            return module
+    return None
+
+
+def fast_available(variant: str | None = None) -> bool:
+    return engine_module(variant) is not None
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class FastGenerator(Generator):
+    """The reference generator with its chunk loop and teacher-forced step run by the compiled engine."""
+
+    def __init__(
+        self,
+        model: WaveNet,
+        precision: Precision | None = None,
+        threads: int | None = None,
+        variant: str | None = None,
+    ):
+        """precision None: "bf16" where the CPU does it natively (the avx512 variant), else "fp32". threads: for
+        batches (one stream runs on one); None: the CPUs this process may use. variant None: the best available."""
+        module = engine_module(variant)
+        if module is None:
+            raise RuntimeError(f"the compiled generator ({variant or 'any variant'}) is not available here")
+        if precision is None:
+            precision = "bf16" if module.VARIANT == "avx512" else "fp32"
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        super().__init__(model)
+        self.precision: Precision = precision
+        self.threads = threads or default_threads()
+        self.variant: str = module.VARIANT
+        w = _step_weights(model)
+        weights = [w.embed]
+        for layer in range(len(self.dilations)):
+            weights += [w.past[layer], w.current[layer], w.gate_bias[layer], w.out[layer], w.out_bias[layer]]
+        weights += [w.head1, w.head1_bias, w.head2, w.head2_bias]
+        config = {
+            "residual": self.cfg.residual_channels,
+            "gate": self.cfg.gate_channels,
+            "skip": self.cfg.skip_channels,
+            "classes": self.cfg.classes,
+            "dilations": list(self.dilations),
+        }
+        with torch.inference_mode():
+            arrays = [t.detach().to(torch.float32).contiguous().numpy() for t in weights]
+        self._engine = module.Engine(config, arrays, precision)
+        self.record_logits: list[np.ndarray] | None = None  # a list: each chunk's (B, steps, classes) logits go there
+
+    def info(self) -> dict[str, object]:
+        """The engine's variant, precision and packed weight bytes."""
+        return dict(self._engine.info())
+
+    def _chunk_bias(self, states: list[StreamState], counts: list[int], steps: int) -> torch.Tensor:
+        """Only each stream's constant bias, as a broadcast (B, steps, width) view: for features streams the engine
+        interpolates the per-frame biases itself, step by step (see _run_chunk), with the float32 operations of
+        Generator._sample_bias in the same order, so the biases are the same without a per-sample tensor."""
+        return torch.stack([cast(torch.Tensor, s.constant_bias) for s in states])[:, None].expand(-1, steps, -1)
+
+    def _run_chunk(
+        self,
+        states: list[StreamState],
+        counts: list[int],
+        bias: torch.Tensor,
+        seeds: np.ndarray,
+        temperatures: np.ndarray,
+    ) -> np.ndarray:
+        frames: list[np.ndarray | None] = []
+        for state in states:
+            if state.config.features:
+                assert state.frame_bias is not None
+                frames.append(state.frame_bias.detach().to(torch.float32).contiguous().numpy())
+            else:
+                frames.append(None)
+        offsets = np.array([s.frame_bias_offset for s in states], np.int64)
+        hop = self.cfg.mel.hop if self.cfg.mel is not None else 0
+        per_frame = (frames, offsets, hop) if any(f is not None for f in frames) else None
+        logits = None
+        if self.record_logits is not None:
+            logits = np.zeros((len(states), bias.shape[1], self.cfg.classes), np.float32)
+            self.record_logits.append(logits)
+        out = self._engine_run(states, np.asarray(counts, np.int64), bias, seeds, temperatures, logits, per_frame)
+        for row, (state, count) in enumerate(zip(states, counts)):
+            if count > 0:
+                state.t += count
+                state.last = int(out[row, count - 1])
+        return out
+
+    def step_logits(self, sids: list[int], inputs: np.ndarray) -> np.ndarray:
+        """Teacher forcing: advance the given streams one step on the given input classes; (B, classes) logits."""
+        states = [self.streams[sid] for sid in sids]
+        bias = torch.stack([self._sample_bias(s, s.t, 1)[0] for s in states])[:, None, :]
+        saved = [s.last for s in states]
+        for state, cls in zip(states, np.asarray(inputs, np.int64).reshape(-1)):
+            state.last = int(cls)
+        logits = np.zeros((len(states), 1, self.cfg.classes), np.float32)
+        try:
+            self._engine_run(
+                states,
+                np.ones(len(states), np.int64),
+                bias,
+                np.zeros(len(states), np.uint64),
+                np.zeros(len(states), np.float64),
+                logits,
+            )
+        finally:
+            for state, last in zip(states, saved):
+                state.last = last
+        for state in states:
+            state.t += 1
+        return logits[:, 0]
+
+    def _engine_run(
+        self,
+        states: list[StreamState],
+        counts: np.ndarray,
+        bias: torch.Tensor,
+        seeds: np.ndarray,
+        temperatures: np.ndarray,
+        logits: np.ndarray | None,
+        frames: tuple[list[np.ndarray | None], np.ndarray, int] | None = None,
+    ) -> np.ndarray:
+        """The engine's chunk call on the shared queue bank; t and last are left for the caller to advance.
+
+        frames: (per-frame biases or None per stream, their first frame's index, hop) for streams whose biases the
+        engine interpolates; their rows of bias then hold only the per-stream constant."""
+        frame_list, offsets, hop = frames if frames is not None else (None, None, 0)
+        return self._engine.run(
+            [q.numpy() for q in self.queues],
+            np.array([s.slot for s in states], np.int64),
+            np.array([s.t for s in states], np.int64),
+            np.array([s.last for s in states], np.int64),
+            counts,
+            _as_engine_bias(bias),
+            np.ascontiguousarray(seeds, np.uint64),
+            np.ascontiguousarray(temperatures, np.float64),
+            self.threads,
+            logits,
+            frame_list,
+            offsets,
+            hop,
+        )
+
+
+def _as_engine_bias(bias: torch.Tensor) -> np.ndarray:
+    """The (B, n, width) float32 biases as an array the engine reads in place (a broadcast view stays one)."""
+    if bias.dtype != torch.float32 or bias.stride(2) != 1 or min(bias.stride()) < 0:
+        bias = bias.to(torch.float32).contiguous()
+    return bias.detach().numpy()
+
+
+def make_generator(
+    model: WaveNet,
+    prefer_fast: bool = True,
+    precision: Precision | None = None,
+    threads: int | None = None,
+) -> Generator:
+    """The generator to use: the compiled one where it is built (else the reference, with a warning once).
+
+    precision: "fp32" (the reference's results to float rounding), "bf16" (bf16 weights: about 3x faster for one
+    stream; see bench/engine_fast.py for its effect on logits), None: bf16 where the CPU has native bf16, else fp32.
+    """
+    global _warned
+    if prefer_fast:
+        if fast_available():
+            return FastGenerator(model, precision=precision, threads=threads)
+        if not _warned:
+            warnings.warn(
+                "the compiled generator (models._engine_*) is not built; using the slower reference generator "
+                "(reinstall with `make setup` or `pip install -e .` and a C++17 compiler to build it)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _warned = True
+    return Generator(model)

@@ -1,0 +1,39 @@
+"""Build of the compiled generator (models/csrc): two variants of one source, chosen at run time (models/fast.py).
+
+- models._engine_avx512: -mavx512f/bw/vl/dq -mavx512bf16 -mfma, hand-written AVX-512 kernels, bf16 weights.
+- models._engine_generic: baseline flags only, plain loops; runs on any CPU.
+
+Run-time dispatch rather than -march=native: the build machine's CPU is not baked in, so a wheel or an image built
+here still runs (on the generic variant) where AVX-512 is missing, and a compiler that lacks the AVX-512 flags only
+loses that variant. Both are optional: if neither compiles the package still installs and the reference Python
+generator runs (with a warning).
+"""
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+COMMON = ["-O3", "-ffp-contract=off"]  # no fast-math: results must not depend on the compiler's reassociation
+AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma"]
+QUIET = ["-Wno-maybe-uninitialized"]  # gcc 12 false positive inside its own avx512 headers (_mm512_undefined_ps)
+DEPENDS = ["models/csrc/engine_impl.h"]
+
+ext_modules = [
+    Pybind11Extension(
+        "models._engine_avx512",
+        ["models/csrc/engine_avx512.cpp"],
+        cxx_std=17,
+        extra_compile_args=COMMON + AVX512 + QUIET,
+        depends=DEPENDS,
+        optional=True,
+    ),
+    Pybind11Extension(
+        "models._engine_generic",
+        ["models/csrc/engine_generic.cpp"],
+        cxx_std=17,
+        extra_compile_args=COMMON,
+        depends=DEPENDS,
+        optional=True,
+    ),
+]
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})
