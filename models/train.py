@@ -149,6 +149,11 @@ def evaluate(model: WaveNet, batches: list[dict], device: torch.device, bf16: bo
     return total / len(batches)
 
 
+def ema_decay(step: int, decay: float) -> float:
+    """The EMA's decay at a step, warmed up so that early averages are not dominated by the random init."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def update_ema(ema: WaveNet, model: WaveNet, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
@@ -229,7 +234,7 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.optimizer.step()
-        update_ema(self.ema, self.model, tc.ema)
+        update_ema(self.ema, self.model, ema_decay(self.progress.step, tc.ema))
         self.progress.step += 1
         self.progress.samples += batch["inputs"].numel() * self.world
         return float(loss.detach())
@@ -270,15 +275,15 @@ class Trainer:
         return losses
 
 
-def export_model(checkpoint: Path, out: Path, speakers: list[str]) -> dict[str, Any]:
-    """Write the EMA weights of a training checkpoint as a serving checkpoint, with speaker names and provenance."""
+def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str = "ema") -> dict[str, Any]:
+    """Write the EMA (or raw) weights of a training checkpoint as a serving checkpoint, with speakers and provenance."""
     payload = read_checkpoint(checkpoint)
     model = WaveNet(config_from_dict(payload["config"]))
-    model.load_state_dict(payload["ema"])
+    model.load_state_dict(payload[weights])
     progress = payload["progress"]
     trained = {"step": progress["step"], "samples": progress["samples"], "seconds": progress["seconds"],
                "valid_bits": progress["valid"][-1][1] if progress["valid"] else None,
-               "train_config": payload["train_config"]}
+               "train_config": payload["train_config"], "weights": weights}
     save_checkpoint(out, model, {"speakers": speakers, "trained": trained})
     return trained
 
@@ -328,7 +333,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
-    p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's EMA weights as a serving model, exit")
+    p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's weights as a serving model, exit")
+    p.add_argument("--export-weights", choices=("ema", "model"), default="ema",
+                   help="which weights --export writes: the EMA (default) or the raw ones")
     for f in dataclasses.fields(TrainConfig):
         if f.type in ("bool", bool):
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
@@ -346,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.export:
         speakers = json.loads((data / "meta.json").read_text())["speakers"]
-        trained = export_model(out / "checkpoint.pt", Path(args.export), speakers)
+        trained = export_model(out / "checkpoint.pt", Path(args.export), speakers, args.export_weights)
         print(f"wrote {args.export}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
         return 0
     if args.threads:

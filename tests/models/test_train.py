@@ -80,3 +80,10 @@ def test_cli_trains_resumes_and_keeps_the_config(data: Path, tmp_path: Path) -> 
 def test_cli_without_data_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
     assert "wavenet-prepare" in capsys.readouterr().err
+
+
+def test_ema_decay_warms_up() -> None:
+    from models.train import ema_decay
+
+    assert ema_decay(0, 0.9995) == pytest.approx(0.1)  # early on the average follows the weights
+    assert ema_decay(100, 0.9995) < 0.95 and ema_decay(10**6, 0.9995) == 0.9995
