@@ -19,12 +19,12 @@ import importlib
 import os
 import warnings
 from types import ModuleType
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 import torch
 
-from models.generator import Generator, StreamState, _step_weights
+from models.generator import Generator, StreamState, _step_weights, constant_bias
 from models.wavenet import WaveNet
 
 Precision = Literal["fp32", "bf16"]
@@ -128,7 +128,7 @@ class FastGenerator(Generator):
         """Only each stream's constant bias, as a broadcast (B, steps, width) view: for features streams the engine
         interpolates the per-frame biases itself, step by step (see _run_chunk), with the float32 operations of
         Generator._sample_bias in the same order, so the biases are the same without a per-sample tensor."""
-        return torch.stack([cast(torch.Tensor, s.constant_bias) for s in states])[:, None].expand(-1, steps, -1)
+        return constant_bias(states, steps)
 
     def _run_chunk(
         self,

@@ -193,7 +193,7 @@ class Generator:
         result is a broadcast view of those, with nothing copied.
         """
         if not any(s.config.features for s in states):
-            return torch.stack([cast(torch.Tensor, s.constant_bias) for s in states])[:, None].expand(-1, steps, -1)
+            return constant_bias(states, steps)
         bias = torch.zeros(len(states), steps, self.width)
         for row, (state, count) in enumerate(zip(states, counts)):
             bias[row, :count] = self._sample_bias(state, state.t, count)
@@ -372,6 +372,11 @@ def _step_weights(model: WaveNet) -> StepWeights:
         head2=head2.weight[:, :, 0].detach().contiguous(),
         head2_bias=_bias(head2),
     )
+
+
+def constant_bias(states: list[StreamState], steps: int) -> torch.Tensor:
+    """Each stream's constant (speaker / free-running) gate bias as a broadcast (B, steps, width) view."""
+    return torch.stack([cast(torch.Tensor, s.constant_bias) for s in states])[:, None].expand(-1, steps, -1)
 
 
 def _bias(conv: torch.nn.Conv1d) -> torch.Tensor:
