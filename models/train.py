@@ -12,6 +12,8 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ class TrainConfig:
     valid_examples: int = 64
     checkpoint_minutes: float = 5.0
     seed: int = 0
+    prefetch: int = 2  # batches made ahead in worker threads (0: on demand)
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -111,6 +114,35 @@ def random_batch(split: Split, rng: np.random.Generator, batch: int, window: int
                     for i in picks])
 
 
+def training_batch(split: Split, cfg: WaveNetConfig, tc: TrainConfig, rank: int, step: int) -> dict:
+    """The batch of one step and rank: a pure function of (seed, rank, step), so batches can be made ahead of time
+    and a resumed run sees the same ones. "free" marks the examples whose frames become the learned null frame."""
+    rng = np.random.default_rng([tc.seed, rank, step])
+    batch = random_batch(split, rng, tc.batch_size, tc.window, cfg)
+    batch["free"] = torch.as_tensor(rng.random(tc.batch_size) < tc.free_prob)
+    return batch
+
+
+class BatchStream:
+    """Makes the next few steps' batches in worker threads while the current step runs."""
+
+    def __init__(self, make: Callable[[int], dict], ahead: int):
+        self.make, self.ahead = make, ahead
+        self.pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="batches")
+        self.pending: dict[int, Future[dict]] = {}
+
+    def get(self, step: int) -> dict:
+        for s in range(step, step + max(1, self.ahead)):
+            if s not in self.pending:
+                self.pending[s] = self.pool.submit(self.make, s)
+        for s in [s for s in self.pending if s < step]:  # stale after a jump (not expected in training)
+            del self.pending[s]
+        return self.pending.pop(step).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def validation_batches(split: Split, cfg: WaveNetConfig, tc: TrainConfig) -> list[dict]:
     """A fixed set of validation windows, the same at every evaluation."""
     rng = np.random.default_rng(12345)
@@ -156,8 +188,13 @@ def ema_decay(step: int, decay: float) -> float:
 
 @torch.no_grad()
 def update_ema(ema: WaveNet, model: WaveNet, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+def budget_steps(step: int, steps_per_second: float, seconds_left: float, margin: float = 0.95) -> int:
+    """The step at which a run going at steps_per_second should end to finish inside seconds_left (with a margin
+    for validation and checkpoints), so that its learning-rate schedule decays fully within a time budget."""
+    return step + max(1, int(steps_per_second * seconds_left * margin))
 
 
 @dataclass
@@ -181,9 +218,10 @@ class Trainer:
         self.model = WaveNet(cfg).to(device)
         self.ema = copy.deepcopy(self.model).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=0.0)
-        self.rng = np.random.default_rng([tc.seed, rank])
         self.progress = Progress()
         self.train_split = load_split(data, "train")
+        self.batches = BatchStream(lambda step: training_batch(self.train_split, cfg, self.tc, rank, step),
+                                   tc.prefetch)
         self.valid = validation_batches(load_split(data, "valid"), cfg, tc)
         self.ddp: torch.nn.Module = self.model
         if world > 1:
@@ -195,8 +233,7 @@ class Trainer:
             "train_config": dataclasses.asdict(self.tc),
             "optimizer": self.optimizer.state_dict(),
             "progress": dataclasses.asdict(self.progress),
-            "rng": {"numpy": json.dumps(self.rng.bit_generator.state), "torch": torch.get_rng_state(),
-                    "python": json.dumps(random.getstate())},
+            "rng": {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate())},
         }
 
     def save(self) -> Path:
@@ -215,21 +252,18 @@ class Trainer:
         raw = payload["progress"]
         self.progress = Progress(raw["step"], raw["samples"], raw["seconds"],
                                  [tuple(x) for x in raw["train"]], [tuple(x) for x in raw["valid"]])
-        self.rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
         torch.set_rng_state(payload["rng"]["torch"])
         state = json.loads(payload["rng"]["python"])
         random.setstate((state[0], tuple(state[1]), state[2]))
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        batch = random_batch(self.train_split, self.rng, self.tc.batch_size, self.tc.window, self.cfg)
-        return to_device(batch, self.device)
+        return to_device(self.batches.get(self.progress.step), self.device)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
         tc = self.tc
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.progress.step, tc)
-        free = torch.rand(batch["inputs"].shape[0], device=self.device) < tc.free_prob
-        loss = loss_bits(self.ddp, batch, free, tc.bf16)  # type: ignore[arg-type]
+        loss = loss_bits(self.ddp, batch, batch["free"], tc.bf16)  # type: ignore[arg-type]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
@@ -239,8 +273,8 @@ class Trainer:
         self.progress.samples += batch["inputs"].numel() * self.world
         return float(loss.detach())
 
-    def run(self, until: int, stop: list[bool], show: bool = True) -> list[float]:
-        """Train until step `until` (or a stop request); returns the losses of the steps run."""
+    def run(self, until: int, stop: list[bool], show: bool = True, checkpoint: bool = True) -> list[float]:
+        """Train until step `until` (or a stop request), then checkpoint; returns the losses of the steps run."""
         from tqdm import tqdm
 
         losses: list[float] = []
@@ -271,7 +305,8 @@ class Trainer:
                 self.save()
                 last_save = now
         bar.close()
-        self.save()
+        if checkpoint:
+            self.save()
         return losses
 
 
@@ -323,6 +358,23 @@ def model_config_from(args: argparse.Namespace, data: Path) -> WaveNetConfig:
     return config_from_dict(raw)
 
 
+def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, probe: int = 30) -> None:
+    """Run `probe` warm-up steps and `probe` timed ones, then set the schedule's last step to where the measured
+    rate reaches the deadline."""
+    trainer.run(trainer.progress.step + probe, stop, show=False, checkpoint=False)
+    started, first = time.monotonic(), trainer.progress.step
+    trainer.run(first + probe, stop, show=False, checkpoint=False)
+    now = time.monotonic()
+    measured = torch.tensor((trainer.progress.step - first) / max(1e-9, now - started), device=trainer.device)
+    if trainer.world > 1:  # every rank must end at the same step: the slowest sets it
+        torch.distributed.all_reduce(measured, op=torch.distributed.ReduceOp.MIN)
+    rate = float(measured)
+    steps = budget_steps(trainer.progress.step, rate, deadline - now)
+    trainer.tc = dataclasses.replace(trainer.tc, steps=steps)
+    if trainer.rank == 0:
+        print(f"budget: {rate:.2f} steps/s, schedule ends at step {steps}", file=sys.stderr)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wavenet-train", description=__doc__)
     p.add_argument("--data", default="data/fillets", help="folder written by wavenet-prepare")
@@ -333,6 +385,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
+    p.add_argument("--budget-minutes", type=float, default=0,
+                   help="train for this many minutes with the whole learning-rate schedule inside them: measure the "
+                        "step rate over the first steps, then set --steps so the cosine decay ends at the deadline")
     p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's weights as a serving model, exit")
     p.add_argument("--export-weights", choices=("ema", "model"), default="ema",
                    help="which weights --export writes: the EMA (default) or the raw ones")
@@ -361,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick its fastest convolutions
     if world > 1:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
@@ -385,10 +441,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    if args.minutes:
+    minutes = min(m for m in (args.minutes, args.budget_minutes, math.inf) if m > 0)
+    if minutes < math.inf:
         signal.signal(signal.SIGALRM, request_stop)
-        signal.setitimer(signal.ITIMER_REAL, 60 * args.minutes)
-    trainer.run(tc.steps, stop)
+        signal.setitimer(signal.ITIMER_REAL, 60 * minutes)
+    if args.budget_minutes:
+        fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * args.budget_minutes)
+    trainer.run(trainer.tc.steps, stop)
+    trainer.batches.close()
     print(f"checkpoint {trainer.out / 'checkpoint.pt'} at step {trainer.progress.step}", file=sys.stderr)
     if world > 1:
         torch.distributed.destroy_process_group()

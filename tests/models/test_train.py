@@ -87,3 +87,35 @@ def test_ema_decay_warms_up() -> None:
 
     assert ema_decay(0, 0.9995) == pytest.approx(0.1)  # early on the average follows the weights
     assert ema_decay(100, 0.9995) < 0.95 and ema_decay(10**6, 0.9995) == 0.9995
+
+
+def test_batches_depend_only_on_seed_rank_and_step(data: Path) -> None:
+    from models.train import load_split, training_batch
+
+    split = load_split(data, "train")
+    again = [training_batch(split, CFG, TC, 0, step) for step in (3, 1)]  # any order, any time
+    first = training_batch(split, CFG, TC, 0, 1)
+    assert all(torch.equal(first[k], again[1][k]) for k in first)
+    assert not torch.equal(first["inputs"], again[0]["inputs"])
+    assert not torch.equal(first["inputs"], training_batch(split, CFG, TC, 1, 1)["inputs"])  # ranks differ
+
+
+def test_budget_ends_the_schedule_inside_the_time_left() -> None:
+    from models.train import budget_steps
+
+    assert budget_steps(1000, steps_per_second=10.0, seconds_left=60.0) == 1570  # 95 % of 600 steps
+    assert budget_steps(5, steps_per_second=0.001, seconds_left=1.0) == 6  # always at least one step
+
+
+def test_budget_probe_fits_the_schedule_to_the_deadline(data: Path, tmp_path: Path) -> None:
+    import time
+
+    from models.train import fit_schedule_to_budget
+
+    trainer = Trainer(CFG, TC, data, tmp_path / "run", torch.device("cpu"))
+    fit_schedule_to_budget(trainer, [False], deadline=time.monotonic() + 3600, probe=3)
+    assert trainer.progress.step == 6  # warm-up and timed probe
+    assert trainer.tc.steps > 6 and trainer.tc.steps != TC.steps  # the schedule now ends at the measured deadline
+    trainer.run(8, [False], show=False)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["train_config"]["steps"] == trainer.tc.steps
