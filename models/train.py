@@ -56,6 +56,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     prefetch: int = 2  # batches made ahead in worker threads (0: on demand)
+    compile: bool = False  # torch.compile the training forward: for GPUs (no gain on 2 CPU cores: 1.81 vs 1.74 s/step)
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -226,6 +227,7 @@ class Trainer:
         self.ddp: torch.nn.Module = self.model
         if world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.train_forward: torch.nn.Module = torch.compile(self.ddp) if tc.compile else self.ddp  # type: ignore[assignment]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -263,7 +265,7 @@ class Trainer:
         tc = self.tc
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.progress.step, tc)
-        loss = loss_bits(self.ddp, batch, batch["free"], tc.bf16)  # type: ignore[arg-type]
+        loss = loss_bits(self.train_forward, batch, batch["free"], tc.bf16)  # type: ignore[arg-type]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)

@@ -152,8 +152,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                             first_audio = time.monotonic() - started
                             self.metrics.ttfa.labels(model_name).observe(first_audio)
                         audio = encode_audio(joined[:take], req.encoding)
-                        await context.write(pb.AudioChunk(sequence=sequence, first_sample=samples,
-                                                          num_samples=take, encoding=req.encoding, audio=audio))
+                        await _write(context, pb.AudioChunk(sequence=sequence, first_sample=samples,
+                                                            num_samples=take, encoding=req.encoding, audio=audio))
                         sequence += 1
                         samples += take
                         self.metrics.samples.labels(model_name).inc(take)
@@ -165,8 +165,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 self.metrics.rtf.labels(model_name).observe(rtf)
                 summary = pb.Summary(samples=samples, wall_seconds=wall, real_time_factor=rtf,
                                      time_to_first_audio_seconds=first_audio or wall, seed=seed, request_id=rid)
-                await context.write(pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=0,
-                                                  encoding=req.encoding, summary=summary))
+                await _write(context, pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=0,
+                                                    encoding=req.encoding, summary=summary))
             finally:
                 if feeder is not None:
                     feeder.cancel()
@@ -174,6 +174,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         except _Abort as abort:
             outcome = abort.code.name
             await context.abort(abort.code, abort.message)
+        except _CallEnded:
+            outcome = "CANCELLED"  # the client left (cancelled, deadline passed) between our last await and the write
         except asyncio.CancelledError:
             outcome = "CANCELLED"
             raise
@@ -215,6 +217,22 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             model.scheduler.fail(stream, exc)
         except grpc.aio.AioRpcError:
             pass  # the call is gone; the handler's cancellation cleans up
+
+
+async def _write(context: Context, chunk: pb.AudioChunk) -> None:
+    """context.write, with the failure of a write to a call that has already ended as _CallEnded.
+
+    gRPC raises its internal ExecuteBatchError (a grpc.aio.InternalError) for such a write rather than cancelling
+    the handler, which would otherwise end the handler with a traceback in the log.
+    """
+    try:
+        await context.write(chunk)
+    except grpc.aio.InternalError as exc:
+        raise _CallEnded(str(exc)) from exc
+
+
+class _CallEnded(Exception):
+    """The call ended under a write: nobody is left to tell."""
 
 
 class _Abort(Exception):

@@ -171,3 +171,41 @@ def test_sigterm_finishes_short_streams_ends_long_ones_and_refuses_new(model_pat
         assert server.wait(30) == 0
     finally:
         server.kill()
+
+
+class _GoneAfterFirstWrite:
+    """A servicer context whose call ends after one chunk, as when a client's deadline passes mid-stream:
+    gRPC then fails the next write with its internal ExecuteBatchError."""
+
+    def __init__(self) -> None:
+        self.chunks: list[pb.AudioChunk] = []
+
+    async def write(self, chunk: pb.AudioChunk) -> None:
+        from grpc._cython import cygrpc
+
+        if self.chunks:
+            raise cygrpc.ExecuteBatchError('Failed "execute_batch": (SendMessageOperation,)')
+        self.chunks.append(chunk)
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"abort({code}, {details}) on a call that has ended")
+
+
+def test_a_write_to_a_call_that_ended_frees_the_stream_quietly(model_path: Path) -> None:
+    from server.metrics import Metrics
+    from server.service import WaveNetService, load_model
+
+    async def main() -> tuple[WaveNetService, int, _GoneAfterFirstWrite]:
+        loaded = load_model(f"tiny={model_path}", 2)
+        loaded.scheduler.start()
+        service = WaveNetService({"tiny": loaded}, LIMITS, Metrics())
+        context = _GoneAfterFirstWrite()
+        try:
+            await service.Generate(pb.GenerateRequest(samples=4000, seed=1, chunk_samples=500), context)  # type: ignore[arg-type]
+            return service, loaded.scheduler.active, context
+        finally:
+            await loaded.scheduler.stop()
+
+    service, active, context = asyncio.run(main())
+    assert len(context.chunks) == 1 and active == 0  # no exception escaped; the stream was freed
+    assert service.metrics.requests.labels("Generate", "CANCELLED")._value.get() == 1
