@@ -27,11 +27,14 @@ from models.features import MelSpec
 from models.wavenet import (
     WaveNet,
     WaveNetConfig,
+    compatible_state,
     config_from_dict,
     config_to_dict,
     frame_context,
+    frame_stats,
     read_checkpoint,
     save_checkpoint,
+    set_frame_stats,
 )
 
 BITS_PER_NAT = 1.0 / math.log(2.0)
@@ -216,11 +219,14 @@ class Trainer:
                  rank: int = 0, world: int = 1):
         self.cfg, self.tc, self.out, self.device, self.rank, self.world = cfg, tc, out, device, rank, world
         torch.manual_seed(tc.seed)
-        self.model = WaveNet(cfg).to(device)
+        self.train_split = load_split(data, "train")
+        self.model = WaveNet(cfg)
+        if cfg.mel is not None:  # a resumed run loads the statistics it started with
+            set_frame_stats(self.model, *frame_stats(self.train_split.frames))
+        self.model.to(device)
         self.ema = copy.deepcopy(self.model).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=0.0)
         self.progress = Progress()
-        self.train_split = load_split(data, "train")
         self.batches = BatchStream(lambda step: training_batch(self.train_split, cfg, self.tc, rank, step),
                                    tc.prefetch)
         self.valid = validation_batches(load_split(data, "valid"), cfg, tc)
@@ -248,8 +254,8 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path)
-        self.model.load_state_dict(payload["model"])
-        self.ema.load_state_dict(payload["ema"])
+        self.model.load_state_dict(compatible_state(self.model, payload["model"]))
+        self.ema.load_state_dict(compatible_state(self.ema, payload["ema"]))
         self.optimizer.load_state_dict(payload["optimizer"])
         raw = payload["progress"]
         self.progress = Progress(raw["step"], raw["samples"], raw["seconds"],
@@ -316,7 +322,7 @@ def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str 
     """Write the EMA (or raw) weights of a training checkpoint as a serving checkpoint, with speakers and provenance."""
     payload = read_checkpoint(checkpoint)
     model = WaveNet(config_from_dict(payload["config"]))
-    model.load_state_dict(payload[weights])
+    model.load_state_dict(compatible_state(model, payload[weights]))
     progress = payload["progress"]
     trained = {"step": progress["step"], "samples": progress["samples"], "seconds": progress["seconds"],
                "valid_bits": progress["valid"][-1][1] if progress["valid"] else None,

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,15 +110,49 @@ def interpolate_frames(per_frame: torch.Tensor, hop: int) -> torch.Tensor:
 
 
 class FrameNet(nn.Module):
-    """Frame-rate features (B, n_mels, F + left + right) to conditioning (B, cond_channels, F + 1)."""
+    """Frame-rate features (B, n_mels, F + left + right) to conditioning (B, cond_channels, F + 1).
+
+    Frames are first standardised per mel band with the training data's mean and standard deviation, kept as
+    buffers beside the weights (identity until set_frame_stats). Raw log-mel frames (mean about -5.7, std 2.6 on
+    the default data) would otherwise push the conditioning's tanh into saturation and leave it nearly constant.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, n_mels: int, cond_channels: int, kernel: int):
         super().__init__()
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
         self.conv = nn.Conv1d(n_mels, cond_channels, kernel_size=kernel)
         self.mix = nn.Conv1d(cond_channels, cond_channels, kernel_size=1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.mix(F.leaky_relu(self.conv(frames), 0.2)))
+        standard = (frames - self.mean[:, None]) / self.std[:, None]
+        return torch.tanh(self.mix(F.leaky_relu(self.conv(standard), 0.2)))
+
+
+def frame_stats(frames: np.ndarray, floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation (floored) of (N, n_mels) frames, in float64 for a stable sum."""
+    mean = frames.mean(axis=0, dtype=np.float64)
+    std = np.sqrt(np.maximum((frames.astype(np.float64) ** 2).mean(axis=0) - mean**2, 0.0))
+    return mean, np.maximum(std, floor)
+
+
+def set_frame_stats(model: WaveNet, mean: np.ndarray, std: np.ndarray) -> None:
+    """Set the frame standardisation of a model with mel conditioning."""
+    assert model.frame_net is not None, "model has no local conditioning"
+    model.frame_net.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+    model.frame_net.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+
+def compatible_state(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """Weights saved before frames were standardised get identity statistics, which is what those models did."""
+    filled = dict(state)
+    for name, value in model.state_dict().items():
+        if name.endswith(("frame_net.mean", "frame_net.std")) and name not in filled:
+            filled[name] = torch.zeros_like(value) if name.endswith("mean") else torch.ones_like(value)
+    return filled
 
 
 class WaveNet(nn.Module):
@@ -310,6 +345,7 @@ def load_checkpoint(path: str | os.PathLike[str], key: str = "model") -> WaveNet
     state = payload.get(key)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} has no '{key}' weights")
+    state = compatible_state(model, state)
     missing, unexpected = _state_mismatch(model, state)
     if missing or unexpected:
         raise CheckpointError(

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from models.features import MelSpec, log_mel
-from models.wavenet import WaveNet, WaveNetConfig
+from models.wavenet import WaveNet, WaveNetConfig, set_frame_stats
 
 TINY_MEL = MelSpec(sample_rate=1600, n_mels=8, hop=4, win=16, n_fft=16, fmin=0.0, fmax=800.0)
 
@@ -34,6 +34,9 @@ def tiny_model(name: str, seed: int = 0) -> WaveNet:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
+    if model.frame_net is not None:  # non-trivial frame statistics, so every path exercises the standardisation
+        n_mels = model.frame_net.mean.shape[0]
+        set_frame_stats(model, 0.5 * torch.randn(n_mels).numpy(), 0.5 + torch.rand(n_mels).numpy())
     return model.eval()
 
 

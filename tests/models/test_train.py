@@ -43,6 +43,19 @@ def test_a_few_steps_lower_the_loss(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
+def test_a_new_run_standardises_frames_with_the_training_data(data: Path, tmp_path: Path) -> None:
+    from models.train import load_split
+    from models.wavenet import frame_stats
+
+    trainer = Trainer(CFG, TC, data, tmp_path / "run", torch.device("cpu"))
+    mean, std = frame_stats(load_split(data, "train").frames)
+    for model in (trainer.model, trainer.ema):
+        assert model.frame_net is not None
+        np.testing.assert_allclose(model.frame_net.mean.numpy(), mean, rtol=1e-6)
+        np.testing.assert_allclose(model.frame_net.std.numpy(), std, rtol=1e-6)
+    assert float(std.min()) > 0.01 and abs(float(mean.mean())) > 0.5  # real log-mel statistics, not the identity
+
+
 def test_resume_is_exact(data: Path, tmp_path: Path) -> None:
     straight = Trainer(CFG, TC, data, tmp_path / "a", torch.device("cpu")).run(12, [False], show=False)
 

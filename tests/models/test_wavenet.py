@@ -16,11 +16,13 @@ from models.wavenet import (
     WaveNet,
     WaveNetConfig,
     frame_context,
+    frame_stats,
     load_checkpoint,
     lookahead_frames,
     pad_frames,
     receptive_field,
     save_checkpoint,
+    set_frame_stats,
 )
 from tests.tiny import CONFIGS, random_classes, random_frames, tiny_model
 
@@ -113,6 +115,40 @@ def test_checkpoint_round_trip(tmp_path: os.PathLike[str]) -> None:
     frames = pad_frames(torch.as_tensor(random_frames(16, 8)).T[None], model.cfg)
     speaker = torch.tensor([1])
     assert torch.equal(model(inputs, frames, speaker), loaded(inputs, frames, speaker))
+
+
+def test_frames_are_standardised_with_the_models_statistics() -> None:
+    model = tiny_model("both")
+    assert model.frame_net is not None
+    mean, std = model.frame_net.mean.clone(), model.frame_net.std.clone()
+    frames = pad_frames(torch.as_tensor(random_frames(16, 8)).T[None], model.cfg)
+    inputs, speaker = torch.as_tensor(random_classes(64))[None], torch.tensor([1])
+    with_stats = model(inputs, frames, speaker)
+    set_frame_stats(model, np.zeros(8), np.ones(8))
+    by_hand = model(inputs, (frames - mean[:, None]) / std[:, None], speaker)
+    torch.testing.assert_close(with_stats, by_hand, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(with_stats, model(inputs, frames, speaker))  # the statistics matter
+
+
+def test_frame_stats_are_per_band_mean_and_floored_std() -> None:
+    frames = np.stack([np.arange(6.0), np.full(6, 3.0)], axis=1)  # band 0 varies, band 1 is constant
+    mean, std = frame_stats(frames.astype(np.float32))
+    np.testing.assert_allclose(mean, [2.5, 3.0])
+    np.testing.assert_allclose(std, [np.std(np.arange(6.0)), 1e-3])
+
+
+def test_a_checkpoint_from_before_frame_statistics_loads_with_identity_ones(tmp_path: os.PathLike[str]) -> None:
+    model = tiny_model("both")
+    set_frame_stats(model, np.zeros(8), np.ones(8))
+    path = os.path.join(tmp_path, "old.pt")
+    save_checkpoint(path, model)
+    payload = torch.load(path, weights_only=True)
+    del payload["model"]["frame_net.mean"], payload["model"]["frame_net.std"]
+    torch.save(payload, path)
+    loaded = load_checkpoint(path)
+    inputs = torch.as_tensor(random_classes(64))[None]
+    frames = pad_frames(torch.as_tensor(random_frames(16, 8)).T[None], model.cfg)
+    assert torch.equal(model(inputs, frames, torch.tensor([1])), loaded(inputs, frames, torch.tensor([1])))
 
 
 def test_missing_truncated_mismatched_and_hostile_checkpoints(tmp_path: os.PathLike[str]) -> None:
