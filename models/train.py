@@ -177,10 +177,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 @torch.no_grad()
-def evaluate(model: WaveNet, batches: list[dict], device: torch.device, bf16: bool) -> float:
-    """Mean validation loss in bits per sample."""
+def evaluate(model: WaveNet, batches: list[dict], device: torch.device, bf16: bool, free: bool = False) -> float:
+    """Mean validation loss in bits per sample; free: with every window's frames replaced by the null frame."""
     model.eval()
-    total = sum(float(loss_bits(model, to_device(b, device), None, bf16)) for b in batches)
+    total = 0.0
+    for b in batches:
+        mask = torch.full((b["inputs"].shape[0],), free, device=device) if model.cfg.mel is not None else None
+        total += float(loss_bits(model, to_device(b, device), mask, bf16))
     model.train()
     return total / len(batches)
 
@@ -210,6 +213,8 @@ class Progress:
     seconds: float = 0.0
     train: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, bits) averaged per interval
     valid: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, bits) with EMA weights
+    # (step, bits) with EMA weights and no features: its gap to `valid` is what the mel frames are worth
+    valid_free: list[tuple[int, float]] = dataclasses.field(default_factory=list)
 
 
 class Trainer:
@@ -259,7 +264,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         raw = payload["progress"]
         self.progress = Progress(raw["step"], raw["samples"], raw["seconds"],
-                                 [tuple(x) for x in raw["train"]], [tuple(x) for x in raw["valid"]])
+                                 *([tuple(x) for x in raw.get(k, [])] for k in ("train", "valid", "valid_free")))
         torch.set_rng_state(payload["rng"]["torch"])
         state = json.loads(payload["rng"]["python"])
         random.setstate((state[0], tuple(state[1]), state[2]))
@@ -280,6 +285,12 @@ class Trainer:
         self.progress.step += 1
         self.progress.samples += batch["inputs"].numel() * self.world
         return float(loss.detach())
+
+    def validate(self) -> None:
+        step, bf16 = self.progress.step, self.tc.bf16
+        self.progress.valid.append((step, evaluate(self.ema, self.valid, self.device, bf16)))
+        if self.cfg.mel is not None:
+            self.progress.valid_free.append((step, evaluate(self.ema, self.valid, self.device, bf16, free=True)))
 
     def run(self, until: int, stop: list[bool], show: bool = True, checkpoint: bool = True) -> list[float]:
         """Train until step `until` (or a stop request), then checkpoint; returns the losses of the steps run."""
@@ -303,10 +314,12 @@ class Trainer:
             if step % 50 == 0 or step == until:
                 self.progress.train.append((step, float(np.mean(interval))))
                 interval = []
-            if step % self.tc.valid_every == 0 or step == until:
-                self.progress.valid.append((step, evaluate(self.ema, self.valid, self.device, self.tc.bf16)))
+            if step % self.tc.valid_every == 0 or step == self.tc.steps:
+                self.validate()
             rate = (self.progress.samples - start_samples) / max(1e-9, now - started)
             valid = f"{self.progress.valid[-1][1]:.3f}" if self.progress.valid else "-"
+            if self.progress.valid_free:
+                valid += f" (free {self.progress.valid_free[-1][1]:.3f})"
             bar.set_postfix_str(f"loss {loss:.3f} bits  valid {valid}  {rate:,.0f} samples/s", refresh=False)
             bar.update(1)
             if now - last_save > 60 * self.tc.checkpoint_minutes:
@@ -326,6 +339,7 @@ def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str 
     progress = payload["progress"]
     trained = {"step": progress["step"], "samples": progress["samples"], "seconds": progress["seconds"],
                "valid_bits": progress["valid"][-1][1] if progress["valid"] else None,
+               "valid_bits_free": progress["valid_free"][-1][1] if progress.get("valid_free") else None,
                "train_config": payload["train_config"], "weights": weights}
     save_checkpoint(out, model, {"speakers": speakers, "trained": trained})
     return trained
@@ -344,6 +358,8 @@ def plot_curves(progress: Progress, path: Path) -> None:
     ax.plot(*zip(*progress.train), label="train", alpha=0.6)
     if progress.valid:
         ax.plot(*zip(*progress.valid), label="valid (EMA)", marker="o")
+    if progress.valid_free:
+        ax.plot(*zip(*progress.valid_free), label="valid (EMA), no features", marker="x", linestyle="--")
     ax.set_xlabel("step")
     ax.set_ylabel("bits per sample")
     ax.grid(alpha=0.3)

@@ -38,6 +38,7 @@ def test_a_few_steps_lower_the_loss(data: Path, tmp_path: Path) -> None:
     trainer = Trainer(CFG, TC, data, tmp_path / "run", torch.device("cpu"))
     losses = trainer.run(40, [False], show=False)
     assert [step for step, _ in trainer.progress.valid] == [10, 20, 30, 40]
+    assert [step for step, _ in trainer.progress.valid_free] == [10, 20, 30, 40]  # the same windows without frames
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
     assert trainer.progress.valid[-1][1] < trainer.progress.valid[0][1]
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
