@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,22 +35,29 @@ def random_model(cfg: WaveNetConfig) -> WaveNet:
     return WaveNet(cfg).eval()
 
 
-def rate(gen: Generator, streams: int, seconds: float, chunk: int, reps: int = 3) -> float:
-    """Total samples per second of `streams` free-running streams through generate(); the best of `reps` runs of
-    seconds / reps each (the least disturbed by whatever else the machine does)."""
-    sids = [gen.open(StreamConfig(speaker=i % 5, seed=i)) for i in range(streams)]
-    gen.generate(min(chunk, 64))  # warm-up: caches, first-call costs
+def best_rate(gen: Generator, chunk: int, seconds: float, reps: int, before: Callable[[], None]) -> float:
+    """Samples per second of generate(chunk) calls, each after before(); the best of `reps` runs of seconds / reps
+    each (the least disturbed by whatever else the machine does)."""
     best = 0.0
     for _ in range(reps):
         made = 0
         start = time.perf_counter()
         while True:
+            before()
             out = gen.generate(chunk)
             made += sum(len(v) for v in out.values())
             elapsed = time.perf_counter() - start
             if elapsed >= seconds / reps:
                 break
         best = max(best, made / elapsed)
+    return best
+
+
+def rate(gen: Generator, streams: int, seconds: float, chunk: int, reps: int = 3) -> float:
+    """Total samples per second of `streams` free-running streams through generate(), best of reps."""
+    sids = [gen.open(StreamConfig(speaker=i % 5, seed=i)) for i in range(streams)]
+    gen.generate(min(chunk, 64))  # warm-up: caches, first-call costs
+    best = best_rate(gen, chunk, seconds, reps, lambda: None)
     for sid in sids:
         gen.close(sid)
     return best
@@ -69,18 +77,7 @@ def feature_rate(gen: Generator, streams: int, seconds: float, chunk: int, reps:
 
     feed()
     gen.generate(min(chunk, 64))
-    best = 0.0
-    for _ in range(reps):
-        made = 0
-        start = time.perf_counter()
-        while True:
-            feed()
-            out = gen.generate(chunk)
-            made += sum(len(v) for v in out.values())
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / reps:
-                break
-        best = max(best, made / elapsed)
+    best = best_rate(gen, chunk, seconds, reps, feed)
     for sid in sids:
         gen.close(sid)
     return best
