@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from models.features import MelSpec, log_mel
+from models.generator import Generator, StreamConfig
 from models.wavenet import WaveNet, WaveNetConfig, set_frame_stats
 
 TINY_MEL = MelSpec(sample_rate=1600, n_mels=8, hop=4, win=16, n_fft=16, fmin=0.0, fmax=800.0)
@@ -70,3 +71,32 @@ def write_prepared(root: Path, splits: dict[str, list[tuple[np.ndarray, int]]], 
         (folder / "clips.json").write_text(json.dumps(index))
     meta = {"mel": dataclasses.asdict(spec), "sample_rate": spec.sample_rate, "speakers": speakers}
     (root / "meta.json").write_text(json.dumps(meta))
+
+
+def generate_in_changing_batch(gen: Generator, config: StreamConfig, frames: np.ndarray, others: int,
+                               joins: dict[int, int]) -> np.ndarray:
+    """One feature stream's classes, made while its frames arrive in uneven blocks and `others` free-running
+    streams of different lengths run beside it; at step k of `joins`, joins[k] more streams join (the batch and
+    the rows each engine thread takes change), and at step 4 the first other stream is closed early."""
+    running = [gen.open(StreamConfig(speaker=0, seed=s, length=50 + 40 * s)) for s in range(others)]
+    sid = gen.open(config)
+    got = []
+    fed = 0
+    step = 0
+    while not gen.done(sid):
+        if fed < len(frames):
+            gen.push_frames(sid, frames[fed : fed + 7])
+            fed += 7
+            if fed >= len(frames):
+                gen.end_frames(sid)
+        running += [gen.open(StreamConfig(speaker=1, seed=99 + k, length=400)) for k in range(joins.get(step, 0))]
+        if step == 4:
+            gen.close(running.pop(0))
+        out = gen.generate(23)
+        got.append(out.get(sid, np.zeros(0, np.int64)))
+        for other in list(running):
+            if gen.done(other):
+                gen.close(other)
+                running.remove(other)
+        step += 1
+    return np.concatenate(got)

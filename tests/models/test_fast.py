@@ -12,7 +12,7 @@ from models.fast import FastGenerator, engine_module, make_generator
 from models.generator import Generator, StreamConfig, sample, uniforms
 from models.mulaw import SILENCE
 from models.wavenet import WaveNet, receptive_field
-from tests.tiny import random_classes, random_frames, tiny_model
+from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
 
 TOLERANCE = 1e-4  # fp32, as the reference generator against the parallel model
 BF16_TOLERANCE = 0.1  # bf16 weights: max |logit diff| as a fraction of the logits' standard deviation
@@ -181,30 +181,8 @@ def test_seeded_stream_is_identical_alone_and_in_a_changing_batch(variant: str, 
     expected = generate_all(alone, [sid], chunk=37)[sid]
     assert len(expected) == 60 * cfg.mel.hop
 
-    busy = make()
-    others = [busy.open(StreamConfig(speaker=0, seed=s, length=50 + 40 * s)) for s in range(11)]
-    sid = busy.open(config)
-    got = []
-    fed = 0
-    step = 0
-    while not busy.done(sid):
-        if fed < len(frames):  # frames arrive in uneven blocks
-            busy.push_frames(sid, frames[fed : fed + 7])
-            fed += 7
-            if fed >= len(frames):
-                busy.end_frames(sid)
-        if step in (2, 5):  # streams join: the batch and the rows each thread takes change
-            others += [busy.open(StreamConfig(speaker=1, seed=99 + k, length=400)) for k in range(5)]
-        if step == 4:
-            busy.close(others.pop(0))
-        out = busy.generate(23)
-        got.append(out.get(sid, np.zeros(0, np.int64)))
-        for other in list(others):
-            if busy.done(other):
-                busy.close(other)
-                others.remove(other)
-        step += 1
-    assert np.array_equal(np.concatenate(got), expected)
+    got = generate_in_changing_batch(make(), config, frames, others=11, joins={2: 5, 5: 5})
+    assert np.array_equal(got, expected)
 
 
 def test_reference_and_fast_share_the_queue_bank(variant: str) -> None:

@@ -9,7 +9,7 @@ import torch
 from models.generator import Generator, StreamConfig
 from models.mulaw import SILENCE
 from models.wavenet import WaveNet, pad_frames, receptive_field
-from tests.tiny import random_classes, random_frames, tiny_model
+from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
 
 TOLERANCE = 1e-4
 
@@ -125,30 +125,8 @@ def test_seeded_stream_is_identical_alone_and_in_a_changing_batch() -> None:
     expected = generate_all(alone, sid)
     assert len(expected) == 60 * cfg.mel.hop
 
-    busy = Generator(model)
-    others = [busy.open(StreamConfig(speaker=0, seed=s, length=50 + 40 * s)) for s in range(3)]
-    sid = busy.open(config)
-    got = []
-    fed = 0
-    step = 0
-    while not busy.done(sid):
-        if fed < len(frames):  # frames arrive in uneven blocks
-            busy.push_frames(sid, frames[fed : fed + 7])
-            fed += 7
-            if fed >= len(frames):
-                busy.end_frames(sid)
-        if step == 2:
-            others.append(busy.open(StreamConfig(speaker=1, seed=99, length=400)))
-        if step == 4:
-            busy.close(others.pop(0))
-        out = busy.generate(23)
-        got.append(out.get(sid, np.zeros(0, np.int64)))
-        for other in list(others):
-            if busy.done(other):
-                busy.close(other)
-                others.remove(other)
-        step += 1
-    assert np.array_equal(np.concatenate(got), expected)
+    got = generate_in_changing_batch(Generator(model), config, frames, others=3, joins={2: 1})
+    assert np.array_equal(got, expected)
 
 
 def test_same_seed_same_audio_and_other_seed_other_audio() -> None:
