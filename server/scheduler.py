@@ -28,6 +28,7 @@ class Stream:
     sid: int
     chunks: asyncio.Queue[np.ndarray | None] = field(default_factory=asyncio.Queue)  # None: finished
     buffered: int = 0  # samples made and not yet read
+    starved: bool = False  # made all that its frames so far allow: waiting for input, so the reader should flush
     finished: bool = False
     error: BaseException | None = None
 
@@ -83,6 +84,7 @@ class Scheduler:
     async def push_frames(self, stream: Stream, frames: np.ndarray) -> None:
         async with self._lock:
             self.generator.push_frames(stream.sid, frames)
+        stream.starved = False
         self._wake.set()
 
     async def end_frames(self, stream: Stream) -> None:
@@ -152,6 +154,7 @@ class Scheduler:
                     continue
                 self.samples_generated += len(classes)
                 stream.buffered += len(classes)
+                stream.starved = self.generator.ready(sid) == 0 and not self.generator.done(sid)
                 stream.chunks.put_nowait(classes)
             await asyncio.sleep(0)  # let handlers run between batch steps
 

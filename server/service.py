@@ -145,7 +145,10 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                     if block is not None:
                         pending.append(block)
                         pending_count += len(block)
-                    while pending_count >= req.chunk_samples or (block is None and pending_count):
+                    # Full chunks as they fill; a partial one when nothing more can come until the client sends
+                    # frames (a live feed hears its audio at once) or at the end.
+                    flush = block is None or (stream.starved and stream.chunks.empty())
+                    while pending_count >= req.chunk_samples or (flush and pending_count):
                         joined = np.concatenate(pending)
                         take = min(req.chunk_samples, len(joined))
                         if first_audio is None:

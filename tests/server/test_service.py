@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.settings import DEFAULT_CHUNK_SECONDS
 from tests.serving import LIMITS, MAX_STREAMS, RunningServer
 from tests.tiny import TINY_MEL, random_frames
 from wavenet.codec import decode_audio
@@ -105,6 +106,35 @@ def test_synthesize_streams_audio_before_the_input_ends(stub: pb_grpc.WaveNetStu
 
     whole = pb.GenerateRequest(seed=9, encoding=pb.FLOAT32, features=frames_msg(frames))
     assert np.array_equal(collect(stub.Generate(whole))[1], audio)  # live and whole give the same audio
+
+
+def test_a_live_feed_gets_all_the_audio_its_frames_allow_without_waiting_for_a_full_chunk(
+        stub: pb_grpc.WaveNetStub) -> None:
+    from models.wavenet import lookahead_frames
+    from tests.tiny import CONFIGS
+
+    frames = random_frames(40, MELS)
+    first = 8  # frames sent before the client waits for audio: less audio than one default-sized chunk
+    audible = (first - lookahead_frames(CONFIGS["both"])) * HOP
+    default_chunk = round(DEFAULT_CHUNK_SECONDS * TINY_MEL.sample_rate)
+    assert 0 < audible < default_chunk
+    heard = threading.Event()
+
+    def requests() -> Iterator[pb.SynthesizeRequest]:
+        yield pb.SynthesizeRequest(config=pb.GenerateRequest(seed=3, encoding=pb.FLOAT32))
+        yield pb.SynthesizeRequest(frames=frames_msg(frames[:first]))
+        assert heard.wait(30), "the server held back the audio of the frames it had"
+        yield pb.SynthesizeRequest(frames=frames_msg(frames[first:]))
+
+    chunks = []
+    for chunk in stub.Synthesize(requests(), timeout=60):
+        if chunk.num_samples:
+            heard.set()
+        chunks.append(chunk)
+    assert chunks[0].num_samples == audible  # flushed the moment the stream ran out of input
+    audio = np.concatenate([decode_audio(c.audio, c.encoding, "audio") for c in chunks])
+    whole = pb.GenerateRequest(seed=3, encoding=pb.FLOAT32, features=frames_msg(frames))
+    assert np.array_equal(collect(stub.Generate(whole))[1], audio)  # shorter chunks, the same audio
 
 
 def held_stream(stub: pb_grpc.WaveNetStub, release: threading.Event, **kwargs: object) -> grpc.Future:
