@@ -142,8 +142,12 @@ class Generator:
         """No more frames: the stream can generate to the end of the frames it has."""
         state = self.streams[sid]
         assert self.cfg.mel is not None
+        covered = state.frames_received * self.cfg.mel.hop
+        if state.seed_audio is not None and covered <= len(state.seed_audio):
+            raise ValueError(f"the frames cover {covered} samples, not more than the {len(state.seed_audio)}-sample "
+                             "prime: there is nothing to generate")
         state.ended = True
-        state.end = min(state.end, state.frames_received * self.cfg.mel.hop)
+        state.end = min(state.end, covered)
         self._advance_conditioning(state)
 
     def ready(self, sid: int) -> int:

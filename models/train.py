@@ -165,10 +165,11 @@ def learning_rate(step: int, tc: TrainConfig) -> float:
     return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * progress))
 
 
-def loss_bits(model: WaveNet, batch: dict[str, torch.Tensor], free: torch.Tensor | None, bf16: bool) -> torch.Tensor:
-    """Mean cross-entropy in bits per sample."""
+def loss_bits(model: Callable[..., torch.Tensor], cfg: WaveNetConfig, batch: dict[str, torch.Tensor],
+              free: torch.Tensor | None, bf16: bool) -> torch.Tensor:
+    """Mean cross-entropy in bits per sample; model may be a WaveNet or a wrapper of one (DDP, compiled)."""
     with torch.autocast(batch["inputs"].device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(batch["inputs"], batch["frames"], batch["speaker"] if model.cfg.speakers else None, free)
+        logits = model(batch["inputs"], batch["frames"], batch["speaker"] if cfg.speakers else None, free)
     return F.cross_entropy(logits.float(), batch["targets"]) * BITS_PER_NAT
 
 
@@ -183,7 +184,7 @@ def evaluate(model: WaveNet, batches: list[dict], device: torch.device, bf16: bo
     total = 0.0
     for b in batches:
         mask = torch.full((b["inputs"].shape[0],), free, device=device) if model.cfg.mel is not None else None
-        total += float(loss_bits(model, to_device(b, device), mask, bf16))
+        total += float(loss_bits(model, model.cfg, to_device(b, device), mask, bf16))
     model.train()
     return total / len(batches)
 
@@ -235,10 +236,11 @@ class Trainer:
         self.batches = BatchStream(lambda step: training_batch(self.train_split, cfg, self.tc, rank, step),
                                    tc.prefetch)
         self.valid = validation_batches(load_split(data, "valid"), cfg, tc)
+        self.distributed = distributed()
         self.ddp: torch.nn.Module = self.model
-        if world > 1:
+        if self.distributed:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
-        self.train_forward: torch.nn.Module = torch.compile(self.ddp) if tc.compile else self.ddp  # type: ignore[assignment]
+        self.train_forward: Callable[..., torch.Tensor] = torch.compile(self.ddp) if tc.compile else self.ddp
 
     def state(self) -> dict[str, Any]:
         return {
@@ -276,7 +278,7 @@ class Trainer:
         tc = self.tc
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.progress.step, tc)
-        loss = loss_bits(self.train_forward, batch, batch["free"], tc.bf16)  # type: ignore[arg-type]
+        loss = loss_bits(self.train_forward, self.cfg, batch, batch["free"], tc.bf16)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
@@ -285,6 +287,14 @@ class Trainer:
         self.progress.step += 1
         self.progress.samples += batch["inputs"].numel() * self.world
         return float(loss.detach())
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether any process has the flag (a stop request): all processes must stop at the same step."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor(float(flag), device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
 
     def validate(self) -> None:
         step, bf16 = self.progress.step, self.tc.bf16
@@ -303,7 +313,7 @@ class Trainer:
                    dynamic_ncols=True)
         started, start_samples = time.monotonic(), self.progress.samples
         clock = time.monotonic()
-        while self.progress.step < until and not stop[0]:
+        while self.progress.step < until and not self.any_rank(stop[0]):
             loss = self.train_step(self.next_batch())
             now = time.monotonic()
             self.progress.seconds += now - clock
@@ -383,20 +393,36 @@ def model_config_from(args: argparse.Namespace, data: Path) -> WaveNetConfig:
 
 
 def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, probe: int = 30) -> None:
-    """Run `probe` warm-up steps and `probe` timed ones, then set the schedule's last step to where the measured
-    rate reaches the deadline."""
+    """Run `probe` warm-up steps and `probe` timed ones, then end the schedule where the measured rate reaches the
+    deadline, with the warm-up at most a tenth of it. Under torchrun every process takes the smallest end step."""
     trainer.run(trainer.progress.step + probe, stop, show=False, checkpoint=False)
     started, first = time.monotonic(), trainer.progress.step
     trainer.run(first + probe, stop, show=False, checkpoint=False)
     now = time.monotonic()
-    measured = torch.tensor((trainer.progress.step - first) / max(1e-9, now - started), device=trainer.device)
-    if trainer.world > 1:  # every rank must end at the same step: the slowest sets it
-        torch.distributed.all_reduce(measured, op=torch.distributed.ReduceOp.MIN)
-    rate = float(measured)
+    rate = (trainer.progress.step - first) / max(1e-9, now - started)
     steps = budget_steps(trainer.progress.step, rate, deadline - now)
-    trainer.tc = dataclasses.replace(trainer.tc, steps=steps)
+    if trainer.distributed:
+        agreed = torch.tensor(steps, device=trainer.device)
+        torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+        steps = int(agreed.item())
+    warmup = min(trainer.tc.warmup, max(trainer.progress.step, steps // 10))
+    trainer.tc = dataclasses.replace(trainer.tc, steps=steps, warmup=warmup)
     if trainer.rank == 0:
-        print(f"budget: {rate:.2f} steps/s, schedule ends at step {steps}", file=sys.stderr)
+        print(f"budget: {rate:.2f} steps/s, schedule ends at step {steps} (warm-up {warmup})", file=sys.stderr)
+
+
+def distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def train_config_from(args: argparse.Namespace, saved: dict[str, Any] | None) -> TrainConfig:
+    """The resumed run's settings (defaults for a new run), with those given on the command line on top: resuming
+    without options continues the same schedule, a fitted --budget-minutes one included."""
+    base = dataclasses.asdict(TrainConfig())
+    base.update({k: v for k, v in (saved or {}).items() if k in base})
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return TrainConfig(**{**base, **given})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -415,17 +441,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's weights as a serving model, exit")
     p.add_argument("--export-weights", choices=("ema", "model"), default="ema",
                    help="which weights --export writes: the EMA (default) or the raw ones")
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(TrainConfig):  # unset: the resumed run's value, else the default
+        flag, note = f"--{f.name.replace('_', '-')}", f"default {f.default}; a resumed run keeps its own"
         if f.type in ("bool", bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=note)
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+            p.add_argument(flag, type=type(f.default), default=None, help=note)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tc = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     data, out = Path(args.data), Path(args.out)
     if not (data / "meta.json").is_file():
         print(f"wavenet-train: no prepared data in {data} (run wavenet-prepare first)", file=sys.stderr)
@@ -440,19 +466,22 @@ def main(argv: list[str] | None = None) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick its fastest convolutions
-    if world > 1:
+    # fixed window shapes: let cuDNN pick its fastest convolutions (on a GPU, resume is then exact only up to
+    # cuDNN's own nondeterminism; on the CPU it is bit-exact)
+    torch.backends.cudnn.benchmark = True
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
     checkpoint = out / "checkpoint.pt"
-    if args.resume and checkpoint.is_file():
-        cfg = config_from_dict(read_checkpoint(checkpoint)["config"])
-    else:
-        cfg = model_config_from(args, data)
+    resuming = args.resume and checkpoint.is_file()
+    saved = read_checkpoint(checkpoint) if resuming else None
+    cfg = config_from_dict(saved["config"]) if saved else model_config_from(args, data)
+    tc = train_config_from(args, saved["train_config"] if saved else None)
+    del saved
     trainer = Trainer(cfg, tc, data, out, device, rank, world)
-    if args.resume and checkpoint.is_file():
+    if resuming:
         trainer.resume(checkpoint)
         print(f"resumed {checkpoint} at step {trainer.progress.step}", file=sys.stderr)
     elif rank == 0:
@@ -466,15 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     minutes = min(m for m in (args.minutes, args.budget_minutes, math.inf) if m > 0)
-    if minutes < math.inf:
+    if minutes < math.inf:  # the hard stop; a budget's schedule ends 5 % before it
         signal.signal(signal.SIGALRM, request_stop)
         signal.setitimer(signal.ITIMER_REAL, 60 * minutes)
     if args.budget_minutes:
-        fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * args.budget_minutes)
+        fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * minutes)
     trainer.run(trainer.tc.steps, stop)
     trainer.batches.close()
     print(f"checkpoint {trainer.out / 'checkpoint.pt'} at step {trainer.progress.step}", file=sys.stderr)
-    if world > 1:
+    if distributed():
         torch.distributed.destroy_process_group()
     return 0
 

@@ -132,10 +132,17 @@ class FrameNet(nn.Module):
         return torch.tanh(self.mix(F.leaky_relu(self.conv(standard), 0.2)))
 
 
-def frame_stats(frames: np.ndarray, floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and standard deviation (floored) of (N, n_mels) frames, in float64 for a stable sum."""
-    mean = frames.mean(axis=0, dtype=np.float64)
-    std = np.sqrt(np.maximum((frames.astype(np.float64) ** 2).mean(axis=0) - mean**2, 0.0))
+def frame_stats(frames: np.ndarray, floor: float = 1e-3, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation (floored) of (N, n_mels) frames, summed in float64 block by block (the
+    frames may be a memory map larger than memory)."""
+    total = np.zeros(frames.shape[1])
+    squares = np.zeros(frames.shape[1])
+    for start in range(0, len(frames), block):
+        part = np.asarray(frames[start : start + block], dtype=np.float64)
+        total += part.sum(axis=0)
+        squares += (part**2).sum(axis=0)
+    mean = total / len(frames)
+    std = np.sqrt(np.maximum(squares / len(frames) - mean**2, 0.0))
     return mean, np.maximum(std, floor)
 
 

@@ -11,7 +11,15 @@ from models import mulaw
 from models.generator import StreamConfig
 from models.wavenet import WaveNetConfig, lookahead_frames, receptive_field
 from server.settings import DEFAULT_CHUNK_SECONDS, DEFAULT_TEMPERATURE, Limits
-from wavenet.codec import Encoding, InvalidField, decode_audio, encoding_of, feature_spec, frames_of
+from wavenet.codec import (
+    BYTES_PER_SAMPLE,
+    Encoding,
+    InvalidField,
+    decode_audio,
+    encoding_of,
+    feature_spec,
+    frames_of,
+)
 from wavenet.v1 import wavenet_pb2 as pb
 
 
@@ -62,6 +70,9 @@ def length_in_samples(request: pb.GenerateRequest, sample_rate: int, limits: Lim
     return samples
 
 
+CHUNK_OVERHEAD_BYTES = 256  # an AudioChunk's fields besides the audio, the summary included, with room to spare
+
+
 def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, streamed: bool, seed: int,
              field: str = "") -> Request:
     """A GenerateRequest (or Synthesize's config, streamed=True) checked against the model and the limits."""
@@ -77,6 +88,9 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
     chunk = request.chunk_samples or round(DEFAULT_CHUNK_SECONDS * cfg.sample_rate)
     if chunk > limits.max_chunk_seconds * cfg.sample_rate:
         raise InvalidField(f"{prefix}chunk_samples", f"{chunk} exceeds {limits.max_chunk_seconds:g} s of audio")
+    if chunk * BYTES_PER_SAMPLE[encoding] + CHUNK_OVERHEAD_BYTES > limits.max_message_bytes:
+        raise InvalidField(f"{prefix}chunk_samples", f"{chunk} samples of {pb.AudioEncoding.Name(encoding)} would not "
+                                                     f"fit the server's {limits.max_message_bytes}-byte messages")
     length = length_in_samples(request, cfg.sample_rate, limits, prefix.rstrip("."))
     frames = None
     if request.HasField("features"):

@@ -150,13 +150,16 @@ class Scheduler:
             self._adapt(elapsed, max((len(v) for v in out.values()), default=0))
             for sid, classes in out.items():
                 stream = self.streams.get(sid)
-                if stream is None:
-                    continue
-                self.samples_generated += len(classes)
-                stream.buffered += len(classes)
-                stream.starved = self.generator.ready(sid) == 0 and not self.generator.done(sid)
-                stream.chunks.put_nowait(classes)
+                if stream is not None:
+                    self._deliver(stream, classes)
             await asyncio.sleep(0)  # let handlers run between batch steps
+
+    def _deliver(self, stream: Stream, classes: np.ndarray) -> None:
+        """Hand a stream's new classes to its reader, saying whether it now waits for input."""
+        self.samples_generated += len(classes)
+        stream.buffered += len(classes)
+        stream.starved = self.generator.ready(stream.sid) == 0 and not self.generator.done(stream.sid)
+        stream.chunks.put_nowait(classes)
 
     def _finish_done(self) -> None:
         """Tell the readers of streams that have made all they will (an empty input finishes at once)."""
@@ -186,5 +189,4 @@ class Scheduler:
                 self.fail(stream, GenerationFailed(f"{type(alone).__name__}: {alone}"))
                 continue
             for classes in out.values():
-                stream.buffered += len(classes)
-                stream.chunks.put_nowait(classes)
+                self._deliver(stream, classes)

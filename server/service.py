@@ -131,7 +131,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                     await model.scheduler.push_frames(stream, req.frames)
                     await model.scheduler.end_frames(stream)
                 if feed is not None:
-                    feeder = asyncio.create_task(self._feed(model, stream, feed))
+                    prime_samples = 0 if req.prime is None else len(req.prime)
+                    feeder = asyncio.create_task(self._feed(model, stream, feed, prime_samples))
                 sequence = 0
                 pending: list[np.ndarray] = []
                 pending_count = 0
@@ -182,6 +183,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         except asyncio.CancelledError:
             outcome = "CANCELLED"
             raise
+        except Exception:
+            outcome = "INTERNAL"  # gRPC answers INTERNAL/UNKNOWN and logs the traceback
+            raise
         finally:
             self.metrics.requests.labels(method, outcome).inc()
             wall = time.monotonic() - started
@@ -193,10 +197,20 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 "ttfa_ms": None if first_audio is None else round(1000 * first_audio, 1),
             }))
 
-    async def _feed(self, model: LoadedModel, stream: Stream, feed: AsyncIterator[pb.SynthesizeRequest]) -> None:
+    async def _feed(self, model: LoadedModel, stream: Stream, feed: AsyncIterator[pb.SynthesizeRequest],
+                    prime_samples: int) -> None:
         """Synthesize's input side: frames into the generator as they arrive; a bad message fails the stream."""
+        assert model.cfg.mel is not None
+        hop = model.cfg.mel.hop
         received = 0
         ended = False
+
+        async def end() -> None:
+            if prime_samples and received * hop <= prime_samples:
+                raise InvalidField("prime", f"the frames cover {received * hop} samples: the prime "
+                                            f"({prime_samples}) must be shorter than the audio they cover")
+            await model.scheduler.end_frames(stream)
+
         try:
             async for message in feed:
                 kind = message.WhichOneof("kind")
@@ -211,11 +225,11 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                     await model.scheduler.push_frames(stream, frames)
                 elif kind == "end":
                     ended = True
-                    await model.scheduler.end_frames(stream)
+                    await end()
                 else:
                     raise InvalidField("kind", "empty message: set config, frames or end")
             if not ended:  # a half-close ends the input too
-                await model.scheduler.end_frames(stream)
+                await end()
         except InvalidField as exc:
             model.scheduler.fail(stream, exc)
         except grpc.aio.AioRpcError:
@@ -231,7 +245,9 @@ async def _write(context: Context, chunk: pb.AudioChunk) -> None:
     try:
         await context.write(chunk)
     except grpc.aio.InternalError as exc:
-        raise _CallEnded(str(exc)) from exc
+        if context.done() or context.cancelled():
+            raise _CallEnded(str(exc)) from exc
+        raise  # a failed write on a live call is a real error
 
 
 class _CallEnded(Exception):

@@ -151,3 +151,13 @@ def test_many_streams_grow_the_bank_and_reuse_slots() -> None:
         gen.close(sid)
     again = gen.open(StreamConfig(seed=3, length=20))
     assert np.array_equal(gen.generate(100)[again], out[sids[3]])  # a reused slot starts clean
+
+
+def test_ending_frames_that_do_not_reach_past_the_prime_is_an_error_not_a_hang() -> None:
+    model = tiny_model("both")
+    assert model.cfg.mel is not None
+    gen = Generator(model)
+    sid = gen.open(StreamConfig(speaker=0, features=True, seed=1), random_classes(3 * model.cfg.mel.hop))
+    gen.push_frames(sid, random_frames(3, model.cfg.mel.n_mels))
+    with pytest.raises(ValueError, match="prime"):
+        gen.end_frames(sid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,37 @@ def test_budget_probe_fits_the_schedule_to_the_deadline(data: Path, tmp_path: Pa
     trainer.run(8, [False], show=False)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["train_config"]["steps"] == trainer.tc.steps
+
+
+def test_resume_without_options_keeps_the_runs_own_settings(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--out", str(out), "--batch-size", "2", "--window", "64", "--valid-examples", "2"]
+    assert main([*common, "--lr", "0.002", "--lr-min", "0.0005", "--steps", "3", "--warmup", "1"]) == 0
+    assert main([*common, "--steps", "5"]) == 0  # only the end moves
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]
+    assert (saved["lr"], saved["lr_min"], saved["warmup"], saved["steps"]) == (0.002, 0.0005, 1, 5)
+
+
+@pytest.fixture
+def process_group(tmp_path: Path) -> Iterator[None]:
+    """A one-process gloo group: the code path torchrun takes, DistributedDataParallel included."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_distributed_training_and_budget_agree_across_processes(data: Path, tmp_path: Path,
+                                                               process_group: None) -> None:
+    import time
+
+    from models.train import fit_schedule_to_budget
+
+    trainer = Trainer(CFG, TC, data, tmp_path / "run", torch.device("cpu"))
+    assert isinstance(trainer.ddp, torch.nn.parallel.DistributedDataParallel)
+    fit_schedule_to_budget(trainer, [False], deadline=time.monotonic() + 3600, probe=2)
+    assert trainer.progress.step == 4 and trainer.tc.steps > 4
+    losses = trainer.run(8, [False], show=False)
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert trainer.tc.warmup == min(TC.warmup, max(4, trainer.tc.steps // 10))

@@ -187,6 +187,12 @@ class _GoneAfterFirstWrite:
             raise cygrpc.ExecuteBatchError('Failed "execute_batch": (SendMessageOperation,)')
         self.chunks.append(chunk)
 
+    def done(self) -> bool:
+        return bool(self.chunks)  # the call ended once the first chunk was out
+
+    def cancelled(self) -> bool:
+        return False
+
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise AssertionError(f"abort({code}, {details}) on a call that has ended")
 
@@ -209,3 +215,33 @@ def test_a_write_to_a_call_that_ended_frees_the_stream_quietly(model_path: Path)
     service, active, context = asyncio.run(main())
     assert len(context.chunks) == 1 and active == 0  # no exception escaped; the stream was freed
     assert service.metrics.requests.labels("Generate", "CANCELLED")._value.get() == 1
+
+
+class _BrokenWhileLive(_GoneAfterFirstWrite):
+    """A write that fails on a call that is still live: a real error, not a client that left."""
+
+    def done(self) -> bool:
+        return False
+
+
+def test_a_write_failing_on_a_live_call_is_an_error_not_a_cancellation(model_path: Path) -> None:
+    from grpc._cython import cygrpc
+
+    from server.metrics import Metrics
+    from server.service import WaveNetService, load_model
+
+    async def main() -> tuple[WaveNetService, int]:
+        loaded = load_model(f"tiny={model_path}", 2)
+        loaded.scheduler.start()
+        service = WaveNetService({"tiny": loaded}, LIMITS, Metrics())
+        try:
+            with pytest.raises(cygrpc.ExecuteBatchError):
+                await service.Generate(pb.GenerateRequest(samples=4000, seed=1, chunk_samples=500),
+                                       _BrokenWhileLive())  # type: ignore[arg-type]
+            return service, loaded.scheduler.active
+        finally:
+            await loaded.scheduler.stop()
+
+    service, active = asyncio.run(main())
+    assert active == 0
+    assert service.metrics.requests.labels("Generate", "INTERNAL")._value.get() == 1

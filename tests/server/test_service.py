@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.settings import DEFAULT_CHUNK_SECONDS
 from tests.serving import LIMITS, MAX_STREAMS, RunningServer
 from tests.tiny import TINY_MEL, random_frames
-from wavenet.codec import decode_audio
+from wavenet.codec import InvalidField, decode_audio
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
@@ -240,10 +241,16 @@ SYNTHESIZE_CASES = [
     ("inf in frames", [config_msg(), pb.SynthesizeRequest(frames=pb.FeatureFrames(values=[float("inf")] * MELS,
                                                                                    num_frames=1)), END],
      "frames.values"),
-    ("frames after the end", [config_msg(), frames_req(GOOD_FRAMES), END, frames_req(GOOD_FRAMES)], "frames"),
+    # enough audio before the end that the server reads the stray message before it could have finished
+    ("frames after the end", [config_msg(), frames_req(random_frames(1000, MELS)), END, frames_req(GOOD_FRAMES)],
+     "frames"),
     ("features in the config", [config_msg(features=frames_msg(GOOD_FRAMES)), END], "config.features"),
     ("unknown speaker in config", [config_msg(speaker=9), END], "config.speaker"),
     ("empty message", [config_msg(), pb.SynthesizeRequest(), END], "kind"),
+    ("prime not shorter than the frames", [config_msg(prime=pb.Audio(encoding=pb.FLOAT32, data=np.zeros(
+        len(GOOD_FRAMES) * HOP, "<f4").tobytes())), frames_req(GOOD_FRAMES), END], "prime"),
+    ("prime longer than frames then half-close", [config_msg(prime=pb.Audio(encoding=pb.FLOAT32, data=np.zeros(
+        len(GOOD_FRAMES) * HOP + 5, "<f4").tobytes())), frames_req(GOOD_FRAMES)], "prime"),
 ]
 
 
@@ -277,3 +284,16 @@ def test_synthesize_with_no_frames_ends_at_once_with_a_summary(stub: pb_grpc.Wav
     for messages in ([config_msg(seed=1), END], [config_msg(seed=1)]):  # end marker, or just a half-close
         chunks = list(stub.Synthesize(iter(messages), timeout=20))
         assert sum(c.num_samples for c in chunks) == 0 and chunks[-1].summary.seed == 1
+
+
+def test_a_chunk_that_cannot_fit_a_message_is_refused_up_front() -> None:
+    from server.convert import validate
+    from tests.tiny import CONFIGS
+
+    cfg, small = CONFIGS["both"], dataclasses.replace(LIMITS, max_message_bytes=4096)
+    fits = pb.GenerateRequest(samples=100, chunk_samples=900, encoding=pb.FLOAT32)  # 3,600 bytes of audio
+    assert validate(fits, cfg, small, streamed=False, seed=0).chunk_samples == 900
+    with pytest.raises(InvalidField, match="chunk_samples"):
+        validate(pb.GenerateRequest(samples=100, chunk_samples=1000, encoding=pb.FLOAT32), cfg, small, False, 0)
+    assert validate(pb.GenerateRequest(samples=100, chunk_samples=1000, encoding=pb.MULAW8), cfg, small, False,
+                    0).chunk_samples == 1000  # one byte a sample fits
