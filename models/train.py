@@ -219,15 +219,15 @@ class Progress:
 
 
 class Trainer:
-    """Owns model, EMA, optimizer, data RNG and progress; checkpoints all of it for exact resume."""
+    """Owns model, EMA, optimizer, progress and the batch stream; checkpoints what exact resume needs."""
 
     def __init__(self, cfg: WaveNetConfig, tc: TrainConfig, data: Path, out: Path, device: torch.device,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, fresh: bool = True):
         self.cfg, self.tc, self.out, self.device, self.rank, self.world = cfg, tc, out, device, rank, world
         torch.manual_seed(tc.seed)
         self.train_split = load_split(data, "train")
         self.model = WaveNet(cfg)
-        if cfg.mel is not None:  # a resumed run loads the statistics it started with
+        if cfg.mel is not None and fresh:  # a resumed run (fresh=False) loads the statistics it started with
             set_frame_stats(self.model, *frame_stats(self.train_split.frames))
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).eval()
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_dict(saved["config"]) if saved else model_config_from(args, data)
     tc = train_config_from(args, saved["train_config"] if saved else None)
     del saved
-    trainer = Trainer(cfg, tc, data, out, device, rank, world)
+    trainer = Trainer(cfg, tc, data, out, device, rank, world, fresh=not resuming)
     if resuming:
         trainer.resume(checkpoint)
         print(f"resumed {checkpoint} at step {trainer.progress.step}", file=sys.stderr)
