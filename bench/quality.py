@@ -2,7 +2,8 @@
 
 Each test clip is vocoded from its own log-mel frames (conditioned on the clip's speaker) and compared with the
 original, beside the same numbers for two references:
-  - the μ-law copy: the original through 8-bit μ-law and back (the ceiling for a 256-class model);
+  - the μ-law copy: the original through 8-bit μ-law and back (the ceiling for a 256-class model), and for a model
+    with pre-emphasis, the copy through its pre-emphasis, μ-law and the inverse filter (that model's ceiling);
   - Griffin-Lim from the same frames: mel magnitudes to linear ones through the filterbank's pseudo-inverse, then
     64 iterations of fast Griffin-Lim (momentum 0.99; --gl-momentum 0 for the classic algorithm) from random phases,
     on this project's STFT framing (models/features.py) with the least-squares inverse STFT.
@@ -31,7 +32,8 @@ import soxr
 import torch
 from tqdm import tqdm
 
-from models import mulaw
+from models import emphasis, mulaw
+from models.emphasis import Decoder
 from models.features import MelSpec, log_mel, mel_filterbank
 from models.generator import Generator, StreamConfig
 from models.wavenet import WaveNet, load_checkpoint, read_checkpoint
@@ -42,7 +44,8 @@ GL_ITERATIONS = 64
 GL_MOMENTUM = 0.99  # fast Griffin-Lim (Perraudin et al. 2013), as librosa's default; 0 is the classic algorithm
 CHUNK = 4000  # generation steps per call: new streams join between calls
 
-METHODS = {"model": "model (vocoded)", "mulaw_copy": "μ-law 8-bit copy", "griffin_lim": "Griffin-Lim"}
+METHODS = {"model": "model (vocoded)", "mulaw_copy": "μ-law 8-bit copy", "emphasis_copy": "μ-law copy, pre-emphasis",
+           "griffin_lim": "Griffin-Lim"}
 METRICS = ("pesq_wb", "mcd_db", "log_mel_distance")
 DEFINITIONS = {
     "pesq_wb": "ITU-T P.862.2 wide-band PESQ (MOS-LQO) of the output against the original at 16 kHz (`pesq` "
@@ -265,7 +268,7 @@ def vocode(gen: Generator, clips: list[Clip], hop: int, streams: int, temperatur
         for sid in [s for s in open_ if gen.done(s)]:
             clip, parts = open_.pop(sid)
             gen.close(sid)
-            out[clip.index] = mulaw.decode(np.concatenate(parts), gen.cfg.classes)
+            out[clip.index] = Decoder(gen.cfg.preemphasis, gen.cfg.classes)(np.concatenate(parts))
         if not made and open_:
             raise RuntimeError("generation stalled")  # cannot happen: every open stream has all its frames
     return out
@@ -321,12 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         raise SystemExit(f"no clips in {args.data / args.split}")
     seconds = sum(c.n_frames * spec.hop for c in clips) / spec.sample_rate
-    methods = [m for m in METHODS if not (args.references_only and m == "model")]
+    methods = [m for m in METHODS if m != "emphasis_copy" and not (args.references_only and m == "model")]
 
     outputs: dict[str, dict[int, np.ndarray]] = {}
-    generator_name, trained, gen_wall = "", None, 0.0
+    generator_name, trained, gen_wall, preemphasis = "", None, 0.0, 0.0
     if "model" in methods:
         model = load_checkpoint(args.model)
+        preemphasis = model.cfg.preemphasis
         if model.cfg.mel is None:
             raise SystemExit(f"{args.model} takes no mel frames: it is not a vocoder")
         if model.cfg.mel != spec:
@@ -339,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
             outputs["model"] = vocode(gen, clips, spec.hop, args.streams, args.temperature, args.seed, bar.update)
         gen_wall = time.perf_counter() - gen_start
     outputs["mulaw_copy"] = {c.index: mulaw.decode(mulaw.encode(c.audio)) for c in clips}
+    if preemphasis:
+        methods.insert(methods.index("mulaw_copy") + 1, "emphasis_copy")
+        outputs["emphasis_copy"] = {c.index: Decoder(preemphasis)(emphasis.encode(c.audio, preemphasis)) for c in clips}
     gl_start = time.perf_counter()
     outputs["griffin_lim"] = {c.index: griffin_lim(c.frames[: c.n_frames], spec, args.gl_iterations,
                                                          args.gl_momentum, seed=args.seed)
@@ -376,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         "split": args.split, "clips_in_split": total,
         "model_path": str(args.model) if "model" in methods else None,
         "model_trained_step": trained.get("step") if isinstance(trained, dict) else None,
-        "generator": generator_name or None, "temperature": args.temperature, "seed": args.seed,
+        "generator": generator_name or None, "preemphasis": preemphasis,
+        "temperature": args.temperature, "seed": args.seed,
         "griffin_lim_iterations": args.gl_iterations, "griffin_lim_momentum": args.gl_momentum,
         "wall_s": round(wall, 1), "generation_s": round(gen_wall, 1), "griffin_lim_s": round(gl_wall, 1),
         "definitions": DEFINITIONS,
@@ -395,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
           f"total {wall:.1f} s")
     gl_label = f"Griffin-Lim ({args.gl_iterations} it.)"
     labels = {m: gl_label if m == "griffin_lim" else METHODS[m] for m in methods}
+    labels["emphasis_copy"] = f"{METHODS['emphasis_copy']} {preemphasis:g}"
     width = max(len(v) for v in labels.values())
     print(f"{'':<{width}}  {'PESQ-wb':>8}  {'MCD (dB)':>9}  {'log-mel dist':>12}")
     for m in methods:

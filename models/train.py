@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import mulaw
+from models import emphasis, mulaw
 from models.features import MelSpec
 from models.wavenet import (
     WaveNet,
@@ -87,8 +87,10 @@ def example(split: Split, clip: dict[str, Any], start_frame: int, n_frames_: int
     hop = cfg.mel.hop
     left, right = frame_context(cfg)
     s0 = clip["sample_offset"] + start_frame * hop
-    audio = split.audio[s0 - (1 if start_frame else 0) : s0 + n_frames_ * hop].astype(np.float32) / 32768.0
-    classes = mulaw.encode(audio, cfg.classes)
+    first = s0 - (1 if start_frame else 0)  # the first input: the sample before the window, or the clip's start
+    audio = split.audio[first : s0 + n_frames_ * hop].astype(np.float32) / 32768.0
+    previous = float(split.audio[first - 1]) / 32768.0 if start_frame else 0.0  # what its pre-emphasis reads
+    classes = emphasis.encode(audio, cfg.preemphasis, cfg.classes, previous)
     if start_frame == 0:
         classes = np.concatenate([[mulaw.SILENCE], classes])
     frames = np.zeros((n_frames_ + left + right, cfg.mel.n_mels), np.float32)

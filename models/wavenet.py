@@ -68,6 +68,7 @@ class WaveNetConfig:
     cond_channels: int = 64
     cond_kernel: int = 3  # frame-rate convolution over the mel frames
     cond_lookahead: int = 1  # future frames that convolution reads
+    preemphasis: float = 0.0  # the classes are of x[t] - a x[t-1]; output is inverse-filtered (models.emphasis)
 
     def __post_init__(self) -> None:
         if self.kernel_size != 2:
@@ -78,6 +79,8 @@ class WaveNetConfig:
             raise ValueError("cond_lookahead must be in [0, cond_kernel)")
         if self.mel is not None and self.mel.sample_rate != self.sample_rate:
             raise ValueError("mel.sample_rate must equal sample_rate")
+        if not 0.0 <= self.preemphasis < 1.0:
+            raise ValueError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
 
 
 def dilations(cfg: WaveNetConfig) -> tuple[int, ...]:

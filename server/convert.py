@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models import mulaw
+from models import emphasis
 from models.generator import StreamConfig
 from models.wavenet import WaveNetConfig, lookahead_frames, receptive_field
 from server.settings import DEFAULT_CHUNK_SECONDS, DEFAULT_TEMPERATURE, Limits
@@ -29,6 +29,7 @@ class Request:
 
     stream: StreamConfig
     prime: np.ndarray | None  # classes
+    prime_last: float  # the prime's last sample (0.0 without one): where the output filter starts
     frames: np.ndarray | None  # (n, channels), given whole
     encoding: Encoding
     chunk_samples: int
@@ -99,13 +100,14 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
         frames = frames_of(request.features, cfg.mel, limits.max_frames, f"{prefix}features")
     elif length is None and not streamed:
         raise InvalidField(f"{prefix}length", "give seconds or samples (or features to vocode)")
-    prime = None
+    prime, prime_last = None, 0.0
     if request.HasField("prime"):
         prime_encoding = encoding_of(request.prime.encoding, f"{prefix}prime.encoding")
         audio = decode_audio(request.prime.data, prime_encoding, f"{prefix}prime.data")
         if len(audio) > limits.max_prime_seconds * cfg.sample_rate:
             raise InvalidField(f"{prefix}prime.data", f"longer than {limits.max_prime_seconds:g} s")
-        prime = mulaw.encode(audio, cfg.classes) if len(audio) else None
+        prime = emphasis.encode(audio, cfg.preemphasis, cfg.classes) if len(audio) else None
+        prime_last = float(audio[-1]) if len(audio) else 0.0
     if prime is not None and (frames is not None or streamed):
         assert cfg.mel is not None
         if frames is not None and len(prime) >= len(frames) * cfg.mel.hop:
@@ -114,4 +116,5 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
     if uses_features and cfg.mel is None:
         raise InvalidField(f"{prefix}features", "this model takes no features")
     stream = StreamConfig(speaker=speaker, temperature=temperature, seed=seed, length=length, features=uses_features)
-    return Request(stream=stream, prime=prime, frames=frames, encoding=encoding, chunk_samples=chunk)
+    return Request(stream=stream, prime=prime, prime_last=prime_last, frames=frames, encoding=encoding,
+                   chunk_samples=chunk)

@@ -21,6 +21,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from models.emphasis import Decoder
 from models.fast import Precision, make_generator
 from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
 from server import convert
@@ -133,8 +134,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 if feed is not None:
                     prime_samples = 0 if req.prime is None else len(req.prime)
                     feeder = asyncio.create_task(self._feed(model, stream, feed, prime_samples))
+                decoder = Decoder(model.cfg.preemphasis, model.cfg.classes, req.prime_last)
                 sequence = 0
-                pending: list[np.ndarray] = []
+                pending: list[np.ndarray] = []  # audio not yet sent
                 pending_count = 0
                 while True:
                     try:
@@ -144,7 +146,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                     except GenerationFailed as exc:
                         raise _Abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}") from None
                     if block is not None:
-                        pending.append(block)
+                        pending.append(decoder(block))
                         pending_count += len(block)
                     # Full chunks as they fill; a partial one when nothing more can come until the client sends
                     # frames (a live feed hears its audio at once) or at the end.

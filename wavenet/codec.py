@@ -43,11 +43,10 @@ def encoding_of(value: int, field: str) -> Encoding:
     return ENCODINGS[value]
 
 
-def encode_audio(classes: np.ndarray, encoding: Encoding) -> bytes:
-    """Model classes to headerless audio bytes."""
+def encode_audio(audio: np.ndarray, encoding: Encoding) -> bytes:
+    """Float32 audio in [-1, 1] to headerless audio bytes."""
     if encoding == pb.MULAW8:
-        return classes.astype(np.uint8).tobytes()
-    audio = mulaw.decode(classes)
+        return mulaw.encode(audio).astype(np.uint8).tobytes()
     if encoding == pb.FLOAT32:
         return audio.astype("<f4").tobytes()
     return np.round(audio * 32767.0).astype("<i2").tobytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -40,7 +41,9 @@ def test_report_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     rate = TINY_MEL.sample_rate
     clips = [(voiced(1.0, 90.0 + 20 * i, rate, seed=i), i % 2) for i in range(3)]
     write_prepared(tmp_path / "data", {"test": clips}, TINY_MEL, ["a", "b"])
-    save_checkpoint(tmp_path / "tiny.pt", tiny_model("both"))  # speakers 2, TINY_MEL frames
+    model = tiny_model("both")  # speakers 2, TINY_MEL frames
+    model.cfg = dataclasses.replace(model.cfg, preemphasis=0.85)
+    save_checkpoint(tmp_path / "tiny.pt", model)
     examples = tmp_path / "examples"
 
     assert main(["--data", str(tmp_path / "data"), "--model", str(tmp_path / "tiny.pt"), "--clips", "2",
@@ -54,7 +57,8 @@ def test_report_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert set(METRICS) <= set(result[method]), method
         assert all(isinstance(result[method][k], float) for k in ("mcd_db", "log_mel_distance"))
         assert result[method]["pesq_wb"] is None or 1.0 <= result[method]["pesq_wb"] <= 4.7
-    for label in ("model (vocoded)", "μ-law 8-bit copy", "Griffin-Lim (64 it.)"):
+    assert result["preemphasis"] == 0.85
+    for label in ("model (vocoded)", "μ-law 8-bit copy", "μ-law copy, pre-emphasis 0.85", "Griffin-Lim (64 it.)"):
         assert label in out
 
     # The μ-law copy is close to the original; noise of the same level (and an untrained model) are not.
@@ -63,6 +67,7 @@ def test_report_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     noise = np.mean([log_mel_distance(log_mel(x, TINY_MEL), log_mel(rng.normal(size=len(x)) * x.std(), TINY_MEL))
                      for x in chosen])
     assert result["mulaw_copy"]["log_mel_distance"] < 0.25 * noise
+    assert result["emphasis_copy"]["log_mel_distance"] < 0.25 * noise
     assert result["mulaw_copy"]["log_mel_distance"] < result["model"]["log_mel_distance"]
     assert result["mulaw_copy"]["pesq_wb"] > result["model"]["pesq_wb"]
     assert result["griffin_lim"]["log_mel_distance"] < 0.25 * noise

@@ -15,7 +15,7 @@ from models.train import TrainConfig, Trainer, main
 from models.wavenet import config_to_dict, load_checkpoint
 from tests.tiny import CONFIGS, TINY_MEL, write_prepared
 
-CFG = dataclasses.replace(CONFIGS["both"], speakers=2)
+CFG = dataclasses.replace(CONFIGS["both"], speakers=2, preemphasis=0.85)
 TC = TrainConfig(steps=40, batch_size=4, window=64, lr=3e-3, lr_min=1e-3, warmup=5, valid_every=10,
                  valid_examples=4, checkpoint_minutes=60)
 

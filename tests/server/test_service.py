@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -297,3 +298,39 @@ def test_a_chunk_that_cannot_fit_a_message_is_refused_up_front() -> None:
         validate(pb.GenerateRequest(samples=100, chunk_samples=1000, encoding=pb.FLOAT32), cfg, small, False, 0)
     assert validate(pb.GenerateRequest(samples=100, chunk_samples=1000, encoding=pb.MULAW8), cfg, small, False,
                     0).chunk_samples == 1000  # one byte a sample fits
+
+
+def test_served_audio_is_the_models_classes_through_its_output_filter(server: RunningServer,
+                                                                      stub: pb_grpc.WaveNetStub,
+                                                                      model_path: Path) -> None:
+    from models import emphasis
+    from models.generator import StreamConfig
+    from server.service import load_model
+
+    prime = (0.4 * np.sin(np.arange(300) / 5.0)).astype(np.float32)
+    request = pb.GenerateRequest(samples=500, speaker=1, seed=5, encoding=pb.FLOAT32,
+                                 prime=pb.Audio(encoding=pb.FLOAT32, data=prime.astype("<f4").tobytes()))
+    served = collect(stub.Generate(request))[1]
+
+    local = load_model(f"tiny={model_path}", 1)
+    assert local.cfg.preemphasis == 0.85
+    gen = local.scheduler.generator
+    sid = gen.open(StreamConfig(speaker=1, seed=5, length=500), emphasis.encode(prime, 0.85))
+    classes = gen.generate(500, [sid])[sid]
+    expected = emphasis.Decoder(0.85, last=float(prime[-1]))(classes)
+    assert np.array_equal(served, expected)
+    assert not np.array_equal(served, emphasis.Decoder(0.85)(classes))  # the filter starts from the prime
+
+
+def test_a_prime_becomes_the_models_classes_and_starts_the_output_filter() -> None:
+    from models import emphasis
+    from server.convert import validate
+    from tests.tiny import CONFIGS
+
+    cfg = dataclasses.replace(CONFIGS["both"], preemphasis=0.85)
+    audio = (0.4 * np.sin(np.arange(300) / 5.0)).astype(np.float32)
+    primed = pb.GenerateRequest(samples=100, prime=pb.Audio(encoding=pb.FLOAT32, data=audio.astype("<f4").tobytes()))
+    req = validate(primed, cfg, LIMITS, streamed=False, seed=0)
+    assert req.prime is not None and np.array_equal(req.prime, emphasis.encode(audio, 0.85))
+    assert req.prime_last == float(audio[-1])
+    assert validate(pb.GenerateRequest(samples=100), cfg, LIMITS, streamed=False, seed=0).prime_last == 0.0
