@@ -38,6 +38,7 @@ from models.wavenet import (
 )
 
 BITS_PER_NAT = 1.0 / math.log(2.0)
+PREEMPHASIS = 0.85  # a new model's (models/emphasis.py): LPCNet's value; measured against none in MODEL_CARD.md
 
 
 @dataclass(frozen=True)
@@ -385,10 +386,12 @@ def plot_curves(progress: Progress, path: Path) -> None:
 
 
 def model_config_from(args: argparse.Namespace, data: Path) -> WaveNetConfig:
-    """The model config: a JSON file if given, else defaults, with speakers and mel spec from the data."""
+    """The model config: a JSON file if given, else defaults, with speakers and mel spec from the data; a new model
+    learns pre-emphasised audio unless the file says otherwise."""
     meta = json.loads((data / "meta.json").read_text())
     raw = json.loads(Path(args.config).read_text()) if args.config else {}
     raw.setdefault("speakers", len(meta["speakers"]))
+    raw.setdefault("preemphasis", PREEMPHASIS)
     raw["mel"] = dataclasses.asdict(MelSpec(**meta["mel"]))
     raw["sample_rate"] = meta["mel"]["sample_rate"]
     return config_from_dict(raw)

@@ -92,6 +92,18 @@ def test_cli_trains_resumes_and_keeps_the_config(data: Path, tmp_path: Path) -> 
     assert meta["speakers"] == ["a", "b"] and meta["trained"]["step"] == 6
 
 
+def test_a_new_model_learns_pre_emphasised_audio_unless_its_config_says_otherwise(data: Path, tmp_path: Path) -> None:
+    import argparse
+
+    from models.train import PREEMPHASIS, model_config_from
+
+    assert PREEMPHASIS > 0
+    assert model_config_from(argparse.Namespace(config=None), data).preemphasis == PREEMPHASIS
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"preemphasis": 0.0}))
+    assert model_config_from(argparse.Namespace(config=str(plain)), data).preemphasis == 0.0
+
+
 def test_cli_without_data_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
     assert "wavenet-prepare" in capsys.readouterr().err
