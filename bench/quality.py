@@ -36,7 +36,7 @@ from models import emphasis, mulaw
 from models.emphasis import Decoder
 from models.features import MelSpec, log_mel, mel_filterbank
 from models.generator import Generator, StreamConfig
-from models.wavenet import WaveNet, load_checkpoint, read_checkpoint
+from models.wavenet import WaveNet, config_from_dict, load_checkpoint, read_checkpoint
 
 PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
 MCD_ORDER = 24  # mel-cepstral coefficients c1..c24 (c0, the level, excluded)
@@ -229,6 +229,11 @@ def load_split(data: Path, split: str, clips: int | None, max_seconds: float | N
     return spec, out, len(index)
 
 
+def model_preemphasis(path: Path) -> float:
+    """The pre-emphasis of the model in a checkpoint, read without building the model."""
+    return config_from_dict(read_checkpoint(path)["config"]).preemphasis
+
+
 def pick_generator(model: WaveNet, precision: str, threads: int | None, reference: bool) -> tuple[Generator, str]:
     """The compiled generator (models/fast.py) where it is built, else the reference one; and which it is."""
     if not reference:
@@ -327,10 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in METHODS if m != "emphasis_copy" and not (args.references_only and m == "model")]
 
     outputs: dict[str, dict[int, np.ndarray]] = {}
-    generator_name, trained, gen_wall, preemphasis = "", None, 0.0, 0.0
+    generator_name, trained, gen_wall = "", None, 0.0
+    preemphasis = model_preemphasis(args.model) if "model" in methods or args.model.is_file() else 0.0
     if "model" in methods:
         model = load_checkpoint(args.model)
-        preemphasis = model.cfg.preemphasis
         if model.cfg.mel is None:
             raise SystemExit(f"{args.model} takes no mel frames: it is not a vocoder")
         if model.cfg.mel != spec:
@@ -403,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
           f"total {wall:.1f} s")
     gl_label = f"Griffin-Lim ({args.gl_iterations} it.)"
     labels = {m: gl_label if m == "griffin_lim" else METHODS[m] for m in methods}
-    labels["emphasis_copy"] = f"{METHODS['emphasis_copy']} {preemphasis:g}"
+    if "emphasis_copy" in methods:
+        labels["emphasis_copy"] = f"{METHODS['emphasis_copy']} {preemphasis:g}"
     width = max(len(v) for v in labels.values())
     print(f"{'':<{width}}  {'PESQ-wb':>8}  {'MCD (dB)':>9}  {'log-mel dist':>12}")
     for m in methods:

@@ -90,7 +90,8 @@ def example(split: Split, clip: dict[str, Any], start_frame: int, n_frames_: int
     s0 = clip["sample_offset"] + start_frame * hop
     first = s0 - (1 if start_frame else 0)  # the first input: the sample before the window, or the clip's start
     audio = split.audio[first : s0 + n_frames_ * hop].astype(np.float32) / 32768.0
-    previous = float(split.audio[first - 1]) / 32768.0 if start_frame else 0.0  # what its pre-emphasis reads
+    inside = first > clip["sample_offset"]  # the sample its pre-emphasis reads is the clip's (else silence)
+    previous = float(split.audio[first - 1]) / 32768.0 if inside else 0.0
     classes = emphasis.encode(audio, cfg.preemphasis, cfg.classes, previous)
     if start_frame == 0:
         classes = np.concatenate([[mulaw.SILENCE], classes])
@@ -434,7 +435,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wavenet-train", description=__doc__)
     p.add_argument("--data", default="data/fillets", help="folder written by wavenet-prepare")
     p.add_argument("--out", default="runs/default", help="checkpoints, loss curve")
-    p.add_argument("--config", help="JSON file of WaveNetConfig fields (default: the default model's)")
+    p.add_argument("--config", help="JSON file of WaveNetConfig fields for a new run (default: WaveNetConfig's, "
+                                    f"but pre-emphasis {PREEMPHASIS} unless the file gives 'preemphasis')")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from OUT/checkpoint.pt when it exists")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
