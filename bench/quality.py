@@ -33,7 +33,6 @@ import torch
 from tqdm import tqdm
 
 from models import emphasis, mulaw
-from models.emphasis import Decoder
 from models.features import MelSpec, log_mel, mel_filterbank
 from models.generator import Generator, StreamConfig
 from models.wavenet import WaveNet, config_from_dict, load_checkpoint, read_checkpoint
@@ -273,7 +272,7 @@ def vocode(gen: Generator, clips: list[Clip], hop: int, streams: int, temperatur
         for sid in [s for s in open_ if gen.done(s)]:
             clip, parts = open_.pop(sid)
             gen.close(sid)
-            out[clip.index] = Decoder(gen.cfg.preemphasis, gen.cfg.classes)(np.concatenate(parts))
+            out[clip.index] = emphasis.Decoder(gen.cfg.preemphasis, gen.cfg.classes)(np.concatenate(parts))
         if not made and open_:
             raise RuntimeError("generation stalled")  # cannot happen: every open stream has all its frames
     return out
@@ -333,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 
     outputs: dict[str, dict[int, np.ndarray]] = {}
     generator_name, trained, gen_wall = "", None, 0.0
-    preemphasis = model_preemphasis(args.model) if "model" in methods or args.model.is_file() else 0.0
+    preemphasis = model_preemphasis(args.model) if args.model.is_file() else 0.0  # for the copy, even without the model
     if "model" in methods:
         model = load_checkpoint(args.model)
         if model.cfg.mel is None:
@@ -350,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs["mulaw_copy"] = {c.index: mulaw.decode(mulaw.encode(c.audio)) for c in clips}
     if preemphasis:
         methods.insert(methods.index("mulaw_copy") + 1, "emphasis_copy")
-        outputs["emphasis_copy"] = {c.index: Decoder(preemphasis)(emphasis.encode(c.audio, preemphasis)) for c in clips}
+        outputs["emphasis_copy"] = {c.index: emphasis.Decoder(preemphasis)(emphasis.encode(c.audio, preemphasis))
+                                    for c in clips}
     gl_start = time.perf_counter()
     outputs["griffin_lim"] = {c.index: griffin_lim(c.frames[: c.n_frames], spec, args.gl_iterations,
                                                          args.gl_momentum, seed=args.seed)
