@@ -37,6 +37,8 @@ class Progress:
         if self.first is None and len(chunk.audio):
             self.first = now - self.started
         self.bar.update(len(chunk.audio) / self.sample_rate)
+        if self.bar.total is not None and self.bar.n > self.bar.total:  # whole frames, or rounding: grow, not warn
+            self.bar.total = self.bar.n
         seconds = (chunk.first_sample + len(chunk.audio)) / self.sample_rate
         ttfa = f"{1000 * self.first:.0f} ms" if self.first is not None else "-"
         self.bar.set_postfix_str(f"RTF {seconds / max(now - self.started, 1e-9):.2f}x, first audio {ttfa}")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from client.api import WaveNetClient, recording_frames
-from client.cli import main
+from client.api import Chunk, WaveNetClient, recording_frames
+from client.cli import Progress, main
 from tests.serving import RunningServer
 from tests.tiny import TINY_MEL
 from wavenet.codec import mel_spec
@@ -81,3 +82,14 @@ def test_library_feature_spec_round_trips_and_synthesize_streams(server: Running
         chunks = list(client.synthesize([frames[:10], frames[10:]], seed=2))
         assert sum(len(c.audio) for c in chunks) == 30 * TINY_MEL.hop
         assert chunks[-1].summary is not None and chunks[-1].summary.seed == 2
+
+
+def test_progress_past_its_estimate_raises_no_warning() -> None:
+    """Audio longer than the estimated total (a vocoded file rounded up to whole frames) grows the bar quietly."""
+    progress = Progress(sample_rate=16000, total_seconds=1.0, quiet=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for first in range(0, 16100, 3220):
+            progress.update(Chunk(first_sample=first, audio=np.zeros(3220, np.float32), summary=None))
+        progress.close()
+    assert progress.bar.total == pytest.approx(16100 / 16000)
