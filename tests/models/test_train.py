@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.train import TrainConfig, Trainer, main
+from models.train import PREEMPHASIS, TrainConfig, Trainer, main, model_config_from
 from models.wavenet import config_to_dict, load_checkpoint
 from tests.tiny import CONFIGS, TINY_MEL, write_prepared
 
@@ -97,10 +98,6 @@ def test_cli_trains_resumes_and_keeps_the_config(data: Path, tmp_path: Path) -> 
 
 
 def test_a_new_model_learns_pre_emphasised_audio_unless_its_config_says_otherwise(data: Path, tmp_path: Path) -> None:
-    import argparse
-
-    from models.train import PREEMPHASIS, model_config_from
-
     assert PREEMPHASIS > 0
     assert model_config_from(argparse.Namespace(config=None), data).preemphasis == PREEMPHASIS
     plain = tmp_path / "plain.json"
