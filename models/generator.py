@@ -13,6 +13,7 @@ from models.mulaw import SILENCE
 from models.wavenet import GateBias, ResidualBlock, WaveNet, dilations, frame_context
 
 UNBOUNDED = 2**62  # the end of a stream that runs until closed
+COND_BLOCK = 16  # per-frame biases are computed in blocks of this many frames at fixed positions (see _condition)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -50,6 +51,44 @@ class StreamConfig:
     features: bool = False  # True: conditioned on frames given with push_frames; False: run free
 
 
+class FrameBuffer:
+    """A stream's raw feature frames: appended at the end, dropped from the front, each frame copied O(1) times on
+    average (a client may send frames far ahead of generation)."""
+
+    def __init__(self, n_mels: int):
+        self._data = np.zeros((0, n_mels), np.float32)
+        self._start = 0  # row of the first kept frame in _data
+        self.offset = 0  # index of the first kept frame in the stream's frame sequence
+        self.received = 0  # frames appended so far
+
+    def append(self, frames: np.ndarray) -> None:
+        kept = self.received - self.offset
+        if self._start + kept + len(frames) > len(self._data):  # full: move to the front, doubling if need be
+            capacity = max(len(self._data), 2 * (kept + len(frames)), 64)
+            data = np.empty((capacity, self._data.shape[1]), np.float32)
+            data[:kept] = self._data[self._start : self._start + kept]
+            self._data, self._start = data, 0
+        end = self._start + kept
+        self._data[end : end + len(frames)] = frames
+        self.received += len(frames)
+
+    def window(self, lo: int, hi: int) -> np.ndarray:
+        """(hi - lo, n_mels) frames lo..hi-1 of the stream, zero where none was received (before 0, past the end)."""
+        assert max(lo, 0) >= self.offset, "frames already dropped"
+        out = np.zeros((hi - lo, self._data.shape[1]), np.float32)
+        src_lo, src_hi = max(lo, 0), min(hi, self.received)
+        if src_hi > src_lo:
+            start = self._start + src_lo - self.offset
+            out[src_lo - lo : src_hi - lo] = self._data[start : start + src_hi - src_lo]
+        return out
+
+    def drop_before(self, index: int) -> None:
+        """Forget the frames before index."""
+        index = min(max(index, self.offset), self.received)
+        self._start += index - self.offset
+        self.offset = index
+
+
 @dataclass
 class StreamState:
     """One stream's generation state; its queues live in the generator's bank at row `slot`."""
@@ -60,13 +99,11 @@ class StreamState:
     t: int = 0  # samples in the stream so far, seed included
     last: int = SILENCE  # the previous sample's class: the next step's input
     end: int = UNBOUNDED  # total samples when the stream is finished
-    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # raw frames kept
-    frames_offset: int = 0  # index of frames[0] in the stream's frame sequence
-    frames_received: int = 0
+    frames: FrameBuffer = field(default_factory=lambda: FrameBuffer(0))  # raw frames not yet made into biases
     ended: bool = False
     frame_bias: torch.Tensor | None = None  # (kept cond frames, width) per-frame gate biases
     frame_bias_offset: int = 0
-    cond_count: int = 0  # per-frame gate biases computed so far
+    cond_count: int = 0  # per-frame gate biases computed so far: only as far as generation has needed
     constant_bias: torch.Tensor | None = None  # (width,) speaker (+ free-running) bias
 
 
@@ -115,7 +152,7 @@ class Generator:
                 bias += self.model.gate_bias_from_speaker(torch.tensor([config.speaker]))[0]
         state.constant_bias = bias
         if self.cfg.mel is not None:
-            state.frames = np.zeros((0, self.cfg.mel.n_mels), np.float32)
+            state.frames = FrameBuffer(self.cfg.mel.n_mels)
         sid = next(self._ids)
         self.streams[sid] = state
         return sid
@@ -133,22 +170,18 @@ class Generator:
         if state.ended:
             raise ValueError("frames after end of input")
         assert self.cfg.mel is not None
-        frames = np.asarray(frames, np.float32).reshape(-1, self.cfg.mel.n_mels)
-        state.frames = np.concatenate([state.frames, frames])
-        state.frames_received += len(frames)
-        self._advance_conditioning(state)
+        state.frames.append(np.asarray(frames, np.float32).reshape(-1, self.cfg.mel.n_mels))
 
     def end_frames(self, sid: int) -> None:
         """No more frames: the stream can generate to the end of the frames it has."""
         state = self.streams[sid]
         assert self.cfg.mel is not None
-        covered = state.frames_received * self.cfg.mel.hop
+        covered = state.frames.received * self.cfg.mel.hop
         if state.seed_audio is not None and covered <= len(state.seed_audio):
             raise ValueError(f"the frames cover {covered} samples, not more than the {len(state.seed_audio)}-sample "
                              "prime: there is nothing to generate")
         state.ended = True
         state.end = min(state.end, covered)
-        self._advance_conditioning(state)
 
     def ready(self, sid: int) -> int:
         """Samples the stream can generate now, seed excluded."""
@@ -174,6 +207,8 @@ class Generator:
         sids = sorted(counts, key=lambda sid: -counts[sid])  # streams that run longest first
         states = [chosen[sid] for sid in sids]
         steps = counts[sids[0]]
+        for sid, state in zip(sids, states):
+            self._condition(state, state.t + counts[sid])
         bias = self._chunk_bias(states, [counts[sid] for sid in sids], steps)
         seeds = np.array([s.config.seed for s in states], np.uint64)
         temperatures = np.array([s.config.temperature for s in states], np.float64)
@@ -259,22 +294,28 @@ class Generator:
         return logits
 
     def _prime(self, state: StreamState) -> None:
-        """Fill the queues from one parallel forward pass over the seed."""
+        """Fill the queues from one parallel forward pass over the seed's last receptive field (from a frame
+        boundary): earlier samples cannot reach any queue, so a long seed costs no more than a short one."""
         seed = state.seed_audio
-        assert seed is not None
-        inputs = torch.as_tensor(np.concatenate([[SILENCE], seed[:-1]]))[None]
-        assert state.constant_bias is not None
+        assert seed is not None and state.constant_bias is not None
+        hop = self.cfg.mel.hop if self.cfg.mel is not None else 1
+        start = max(0, len(seed) - sum(self.dilations)) // hop * hop
+        inputs = torch.as_tensor(np.concatenate([[SILENCE], seed[:-1]])[start:])[None]
         per_frame = None
         if state.config.features:
-            assert self.cfg.mel is not None and state.frame_bias is not None and state.frame_bias_offset == 0
-            per_frame = state.frame_bias[: (len(seed) - 1) // self.cfg.mel.hop + 2].T[None]  # (1, W, frames)
-        bias = GateBias(per_frame, state.constant_bias[None], self.cfg.mel.hop if self.cfg.mel else 1)
+            if state.frame_bias is None:  # no bias made yet: start at the tail's first frame
+                state.cond_count = state.frame_bias_offset = max(state.cond_count, start // hop)
+            self._condition(state, len(seed))
+            assert state.frame_bias is not None
+            first = start // hop - state.frame_bias_offset
+            per_frame = state.frame_bias[first : first + (len(seed) - start - 1) // hop + 2].T[None]  # (1, W, frames)
+        bias = GateBias(per_frame, state.constant_bias[None], hop)
         with torch.inference_mode():
             _, layer_inputs = self.model.run_layers(inputs, bias)
         for queue, dilation, h in zip(self.queues, self.dilations, layer_inputs):
-            start = max(0, len(seed) - dilation)
-            times = torch.arange(start, len(seed))
-            queue[state.slot, times % dilation] = h[0, :, start:].T
+            first = max(0, len(seed) - dilation)
+            times = torch.arange(first, len(seed))
+            queue[state.slot, times % dilation] = h[0, :, first - start :].T
         state.t = len(seed)
         state.last = int(seed[-1])
         state.seed_audio = None
@@ -283,18 +324,25 @@ class Generator:
     def _position_after_seed(self, state: StreamState) -> int:
         return state.t if state.seed_audio is None else len(state.seed_audio)
 
+    def _determined(self, state: StreamState) -> int:
+        """Per-frame gate biases that the frames received so far determine (each reads the conv's lookahead)."""
+        lookahead = frame_context(self.cfg)[1] - 1
+        received = state.frames.received
+        return received + 1 if state.ended else max(0, received - lookahead)
+
     def _conditioned_until(self, state: StreamState) -> int:
         """Samples of the stream's timeline whose conditioning is known."""
         if not state.config.features:
             return UNBOUNDED
         assert self.cfg.mel is not None
-        return max(0, state.cond_count - 1) * self.cfg.mel.hop
+        return max(0, self._determined(state) - 1) * self.cfg.mel.hop
 
     def _sample_bias(self, state: StreamState, start: int, count: int) -> torch.Tensor:
         """(count, width) gate biases for samples [start, start + count) of the stream."""
         assert state.constant_bias is not None
         if not state.config.features:
             return state.constant_bias.expand(count, -1)
+        self._condition(state, start + count)
         assert self.cfg.mel is not None and state.frame_bias is not None
         hop = self.cfg.mel.hop
         positions = torch.arange(start, start + count)
@@ -303,28 +351,31 @@ class Generator:
         left, right = state.frame_bias[frame], state.frame_bias[frame + 1]
         return left + (right - left) * alpha + state.constant_bias
 
-    def _advance_conditioning(self, state: StreamState) -> None:
-        """Compute the per-frame gate biases that the frames received so far determine."""
+    def _condition(self, state: StreamState, end_sample: int) -> None:
+        """Make the per-frame gate biases that samples before end_sample read, as far as the frames received allow.
+
+        Biases are made only as generation needs them, so a client that sends frames far ahead costs only their
+        raw bytes. The frame network runs over blocks of COND_BLOCK rows at fixed positions, frames not received
+        yet as zeros, and keeps the rows those frames do not reach: each row's bits then depend on its own frames
+        alone, not on how they arrived or how far generation had got (a convolution's rounding depends on the
+        length of its input).
+        """
+        if not state.config.features:
+            return
         assert self.cfg.mel is not None
         left, right = frame_context(self.cfg)
-        lookahead = right - 1  # the frame convolution's own lookahead
-        target = state.frames_received + 1 if state.ended else max(0, state.frames_received - lookahead)
-        if target <= state.cond_count:
-            return
-        lo, hi = state.cond_count - left, target + lookahead  # raw frames the new outputs read
-        window = np.zeros((hi - lo, self.cfg.mel.n_mels), np.float32)
-        src_lo, src_hi = max(lo, state.frames_offset), min(hi, state.frames_received)
-        if src_hi > src_lo:
-            kept = state.frames_offset
-            window[src_lo - lo : src_hi - lo] = state.frames[src_lo - kept : src_hi - kept]
-        with torch.inference_mode():
-            cond = self.model.frame_conditioning(torch.from_numpy(window).T[None])
-            new = self.model.gate_bias_from_cond(cond)[0].T  # (target - cond_count, width)
-        state.frame_bias = new if state.frame_bias is None else torch.cat([state.frame_bias, new])
-        state.cond_count = target
-        keep_from = max(0, target - left)  # raw frames the next outputs will read
-        state.frames = state.frames[max(0, keep_from - state.frames_offset) :]
-        state.frames_offset = max(state.frames_offset, keep_from)
+        target = min(self._determined(state), (end_sample - 1) // self.cfg.mel.hop + 2)
+        while state.cond_count < target:
+            block = state.cond_count // COND_BLOCK * COND_BLOCK
+            window = state.frames.window(block - left, block + COND_BLOCK + right - 1)
+            with torch.inference_mode():
+                cond = self.model.frame_conditioning(torch.from_numpy(window).T[None])
+                rows = self.model.gate_bias_from_cond(cond)[0].T  # (COND_BLOCK, width)
+            stop = min(target, block + COND_BLOCK)
+            new = rows[state.cond_count - block : stop - block]
+            state.frame_bias = new if state.frame_bias is None else torch.cat([state.frame_bias, new])
+            state.cond_count = stop
+        state.frames.drop_before(state.cond_count // COND_BLOCK * COND_BLOCK - left)  # the next block reads on
 
     def _trim(self, state: StreamState) -> None:
         """Drop per-frame biases the stream has moved past."""

@@ -8,7 +8,7 @@ import torch
 
 from models.generator import Generator, StreamConfig
 from models.mulaw import SILENCE
-from models.wavenet import WaveNet, pad_frames, receptive_field
+from models.wavenet import GateBias, WaveNet, WaveNetConfig, pad_frames, receptive_field
 from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
 
 TOLERANCE = 1e-4
@@ -161,3 +161,79 @@ def test_ending_frames_that_do_not_reach_past_the_prime_is_an_error_not_a_hang()
     gen.push_frames(sid, random_frames(3, model.cfg.mel.n_mels))
     with pytest.raises(ValueError, match="prime"):
         gen.end_frames(sid)
+
+
+def wide_mel_model() -> WaveNet:
+    """Few layers but the default model's frame path (80 bands, 64 conditioning channels), where a convolution's
+    rounding depends on the length of the input it runs over."""
+    torch.manual_seed(0)
+    cfg = WaveNetConfig(max_dilation=4, residual_channels=8, gate_channels=8, skip_channels=16, cond_channels=64)
+    model = WaveNet(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+def teacher_forced(gen: Generator, sid: int, inputs: np.ndarray, frames: np.ndarray, block: int) -> np.ndarray:
+    """Logits for inputs, frames pushed `block` at a time whenever the stream has nothing ready."""
+    pushed = 0
+    got = []
+    for cls in inputs:
+        while gen.ready(sid) == 0 and pushed < len(frames):
+            gen.push_frames(sid, frames[pushed : pushed + block])
+            pushed += block
+        if gen.ready(sid) == 0:
+            gen.end_frames(sid)
+        got.append(gen.step_logits([sid], np.array([cls]))[0])
+    return np.array(got)
+
+
+def test_conditioning_bits_do_not_depend_on_how_the_frames_arrive() -> None:
+    model = wide_mel_model()
+    assert model.cfg.mel is not None
+    frames = random_frames(40, model.cfg.mel.n_mels) * 2.6 - 5.7
+    inputs = random_classes(40 * model.cfg.mel.hop)
+    runs = []
+    for block in (1, 7, 40):
+        gen = Generator(model)
+        runs.append(teacher_forced(gen, gen.open(StreamConfig(features=True)), inputs, frames, block))
+    assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
+
+
+def test_frames_sent_far_ahead_are_kept_raw_until_generation_needs_them() -> None:
+    model = tiny_model("both")
+    cfg = model.cfg
+    assert cfg.mel is not None
+    gen = Generator(model)
+    sid = gen.open(StreamConfig(speaker=1, features=True, seed=3))
+    frames = random_frames(2000, cfg.mel.n_mels)
+    for start in range(0, len(frames), 8):
+        gen.push_frames(sid, frames[start : start + 8])
+    gen.end_frames(sid)
+    state = gen.streams[sid]
+    assert state.frame_bias is None  # nothing made ahead of generation
+    gen.generate(10 * cfg.mel.hop)
+    assert state.frame_bias is not None and len(state.frame_bias) <= 10 + 2 * 16  # what ten frames need, in blocks
+    assert gen.ready(sid) == 1990 * cfg.mel.hop
+
+
+def test_a_long_prime_runs_over_its_last_receptive_field_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model("both")
+    cfg = model.cfg
+    assert cfg.mel is not None
+    lengths = []
+    run_layers = model.run_layers
+
+    def spy(inputs: torch.Tensor, bias: GateBias) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        lengths.append(inputs.shape[1])
+        return run_layers(inputs, bias)
+
+    monkeypatch.setattr(model, "run_layers", spy)
+    gen = Generator(model)
+    seed = random_classes(50 * receptive_field(cfg))
+    sid = gen.open(StreamConfig(speaker=0, features=True), seed_audio=seed)
+    gen.push_frames(sid, random_frames(len(seed) // cfg.mel.hop + 5, cfg.mel.n_mels))
+    gen.end_frames(sid)
+    gen.generate(10)
+    assert lengths == [lengths[0]] and lengths[0] < receptive_field(cfg) + cfg.mel.hop
