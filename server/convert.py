@@ -51,23 +51,23 @@ def model_info(name: str, cfg: WaveNetConfig, speakers: list[str]) -> pb.ModelIn
     return info
 
 
-def length_in_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits, field: str) -> int | None:
-    """The requested length in samples, or None when not given."""
+def length_in_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits, prefix: str) -> int | None:
+    """The requested length in samples, or None when not given; prefix: "" or the enclosing field and a dot."""
     which = request.WhichOneof("length")
     if which is None:
         return None
     if which == "seconds":
         seconds = request.seconds
         if not math.isfinite(seconds) or seconds <= 0:
-            raise InvalidField(f"{field}.seconds", f"must be a positive number, got {seconds}")
+            raise InvalidField(f"{prefix}seconds", f"must be a positive number, got {seconds}")
         if seconds > limits.max_seconds:
-            raise InvalidField(f"{field}.seconds", f"{seconds:g} exceeds the limit of {limits.max_seconds:g} s")
+            raise InvalidField(f"{prefix}seconds", f"{seconds:g} exceeds the limit of {limits.max_seconds:g} s")
         return max(1, round(seconds * sample_rate))
     samples = request.samples
     if samples == 0:
-        raise InvalidField(f"{field}.samples", "must be > 0")
+        raise InvalidField(f"{prefix}samples", "must be > 0")
     if samples > limits.max_seconds * sample_rate:
-        raise InvalidField(f"{field}.samples", f"{samples} exceeds the limit of {limits.max_seconds:g} s")
+        raise InvalidField(f"{prefix}samples", f"{samples} exceeds the limit of {limits.max_seconds:g} s")
     return samples
 
 
@@ -92,7 +92,7 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
     if chunk * BYTES_PER_SAMPLE[encoding] + CHUNK_OVERHEAD_BYTES > limits.max_message_bytes:
         raise InvalidField(f"{prefix}chunk_samples", f"{chunk} samples of {pb.AudioEncoding.Name(encoding)} would not "
                                                      f"fit the server's {limits.max_message_bytes}-byte messages")
-    length = length_in_samples(request, cfg.sample_rate, limits, prefix.rstrip("."))
+    length = length_in_samples(request, cfg.sample_rate, limits, prefix)
     frames = None
     if request.HasField("features"):
         if streamed:

@@ -18,7 +18,8 @@ class AtCapacity(RuntimeError):
 
 
 class GenerationFailed(RuntimeError):
-    """The generator raised while stepping this stream."""
+    """Making this stream's audio failed on the server's side: the generator raised stepping it, or reading its
+    input did."""
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Scheduler:
         self._steps = 64  # steps per batch call, adapted to STEP_TARGET_SECONDS
         self._task: asyncio.Task[None] | None = None
         self._closing: list[int] = []  # closed streams whose generator slots the loop has yet to free
+        self._opening = 0  # opens admitted and waiting for the lock
         self.samples_generated = 0
 
     @property
@@ -71,11 +73,19 @@ class Scheduler:
 
     # --- called by request handlers -----------------------------------------------------------------
     async def open(self, config: StreamConfig, prime: np.ndarray | None = None) -> Stream:
-        """Admit a stream, or raise AtCapacity at once."""
-        if len(self.streams) >= self.max_streams:
+        """Admit a stream, or raise AtCapacity at once.
+
+        The slot is reserved before waiting for the lock (the batch loop holds it during a step), so opens that
+        arrive together cannot all pass the check and admit more than max_streams.
+        """
+        if len(self.streams) + self._opening >= self.max_streams:
             raise AtCapacity(f"all {self.max_streams} streams are busy")
-        async with self._lock:
-            sid = self.generator.open(config, prime)
+        self._opening += 1
+        try:
+            async with self._lock:
+                sid = self.generator.open(config, prime)
+        finally:
+            self._opening -= 1
         stream = Stream(sid)
         self.streams[sid] = stream
         self._wake.set()

@@ -209,7 +209,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
 
         async def end() -> None:
             if prime_samples and received * hop <= prime_samples:
-                raise InvalidField("prime", f"the frames cover {received * hop} samples: the prime "
+                raise InvalidField("config.prime", f"the frames cover {received * hop} samples: the prime "
                                             f"({prime_samples}) must be shorter than the audio they cover")
             await model.scheduler.end_frames(stream)
 
@@ -221,8 +221,11 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 if ended:
                     raise InvalidField(kind or "kind", "message after end of input")
                 if kind == "frames":
-                    frames = frames_of(message.frames, model.cfg.mel, self.limits.max_frames - received,
-                                               "frames")
+                    if received + message.frames.num_frames > self.limits.max_frames:
+                        raise InvalidField("frames.num_frames", f"{received} frames so far and "
+                                           f"{message.frames.num_frames} more exceed the limit of "
+                                           f"{self.limits.max_frames} frames per call")
+                    frames = frames_of(message.frames, model.cfg.mel, self.limits.max_frames, "frames")
                     received += len(frames)
                     await model.scheduler.push_frames(stream, frames)
                 elif kind == "end":
@@ -236,6 +239,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             model.scheduler.fail(stream, exc)
         except grpc.aio.AioRpcError:
             pass  # the call is gone; the handler's cancellation cleans up
+        except Exception as exc:  # noqa: BLE001 - a bug here must end this call, not leave it waiting for frames
+            log.exception("reading the input of a Synthesize call failed")
+            model.scheduler.fail(stream, GenerationFailed(f"reading the input failed: {type(exc).__name__}: {exc}"))
 
 
 async def _write(context: Context, chunk: pb.AudioChunk) -> None:
@@ -278,10 +284,14 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{options.host}:{options.port}"
-    if options.tls_cert is not None and options.tls_key is not None:
-        bound = server.add_secure_port(address, grpc.ssl_server_credentials([(options.tls_key, options.tls_cert)]))
-    else:
-        bound = server.add_insecure_port(address)
+    try:  # gRPC reports a port it cannot bind either as 0 or (newer versions) as RuntimeError
+        if options.tls_cert is not None and options.tls_key is not None:
+            credentials = grpc.ssl_server_credentials([(options.tls_key, options.tls_cert)])
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {exc}") from None
     if not bound:
         raise OSError(f"cannot listen on {address}")
     for model in models.values():

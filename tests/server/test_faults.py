@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 
 from models.generator import Generator, StreamConfig
-from server.scheduler import Scheduler
+from server.scheduler import AtCapacity, Scheduler
 from tests.serving import LIMITS, RunningServer
-from tests.tiny import tiny_model
+from tests.tiny import TINY_MEL, tiny_model
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 POISON = 0.123  # a temperature the injected fault recognises
+MELS = TINY_MEL.n_mels
 
 
 def wait_for(predicate: object, seconds: float = 30.0) -> None:
@@ -95,6 +96,29 @@ def test_a_slow_reader_is_paused_while_others_finish() -> None:
     asyncio.run(scenario())
 
 
+def test_opens_arriving_during_a_step_do_not_exceed_max_streams() -> None:
+    async def scenario() -> None:
+        generator = Generator(tiny_model("both"))
+        real_generate = generator.generate
+
+        def slow(max_steps: int, sids: list[int] | None = None) -> dict[int, np.ndarray]:
+            time.sleep(0.05)  # a batch step: the loop holds the lock meanwhile
+            return real_generate(max_steps, sids)
+
+        generator.generate = slow  # type: ignore[method-assign]
+        scheduler = Scheduler(generator, max_streams=2)
+        scheduler.start()
+        await scheduler.open(StreamConfig(seed=1, length=10**6))
+        await asyncio.sleep(0.01)  # the loop is inside a step
+        results = await asyncio.gather(*(scheduler.open(StreamConfig(seed=s, length=10**6)) for s in range(5)),
+                                       return_exceptions=True)
+        assert scheduler.active == 2
+        assert sum(isinstance(r, AtCapacity) for r in results) == 4
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
 CLIENT = """
 import sys, grpc
 from wavenet.v1 import wavenet_pb2 as pb, wavenet_pb2_grpc as pb_grpc
@@ -126,6 +150,37 @@ def test_a_bad_model_at_start_up_is_one_line_and_exit_2(tmp_path: Path, model_pa
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("wavenet-server: ") and str(path) in lines[0]
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(model_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "server.service", "--model", str(model_path), "--host",
+                               "127.0.0.1", "--port", str(port)], capture_output=True, text=True, cwd=ROOT,
+                              timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr  # gRPC's core may log a line of its own first
+    assert done.stderr.strip().splitlines()[-1].startswith(f"wavenet-server: cannot listen on 127.0.0.1:{port}")
+
+
+def test_a_failure_reading_synthesize_input_ends_that_call_with_internal(own_server: RunningServer) -> None:
+    scheduler = own_server.models["tiny"].scheduler
+
+    async def broken(stream: object, frames: np.ndarray) -> None:
+        raise RuntimeError("injected input fault")
+
+    scheduler.push_frames = broken  # type: ignore[method-assign]
+    frames = pb.FeatureFrames(values=np.zeros(10 * MELS, np.float32).tolist(), num_frames=10)
+    messages = [pb.SynthesizeRequest(config=pb.GenerateRequest()), pb.SynthesizeRequest(frames=frames)]
+    with grpc.insecure_channel(own_server.address) as channel:
+        stub = pb_grpc.WaveNetStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            list(stub.Synthesize(iter(messages + [pb.SynthesizeRequest(end=pb.EndOfInput())]), timeout=30))
+        assert error.value.code() == grpc.StatusCode.INTERNAL, error.value.details()
+        assert "injected input fault" in (error.value.details() or "")
+        assert sum(c.num_samples for c in stub.Generate(pb.GenerateRequest(samples=100))) == 100
+    wait_for(lambda: scheduler.active == 0)
 
 
 def free_port() -> int:
