@@ -110,16 +110,30 @@ class BadFile(Exception):
     """An input file that cannot be used."""
 
 
+def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes. They go before or after the command: the command's copies have no
+    defaults (argparse.SUPPRESS), so they set a value only when given."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--server", default=default(f"localhost:{DEFAULT_PORT}"), help="host:port of the wavenet-server")
+    p.add_argument("--timeout", type=float, default=default(None), help="deadline per call, seconds")
+    p.add_argument("--quiet", action="store_true", default=default(False), help="no progress bar or report")
+    p.add_argument("--tls", action="store_true", default=default(False),
+                   help="connect with TLS (system roots unless --ca)")
+    p.add_argument("--ca", default=default(None),
+                   help="PEM file of the CA that signed the server's certificate (implies --tls)")
+    p.add_argument("--token", default=default(os.environ.get(TOKEN_ENV)), help=f"bearer token (default ${TOKEN_ENV})")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wavenet-client", description=__doc__)
-    p.add_argument("--server", default=f"localhost:{DEFAULT_PORT}", help="host:port of the wavenet-server")
-    p.add_argument("--timeout", type=float, default=None, help="deadline per call, seconds")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or report")
-    p.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca)")
-    p.add_argument("--ca", help="PEM file of the CA that signed the server's certificate (implies --tls)")
-    p.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
+    connection_options(p, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    connection_options(common, defaults=False)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("models", help="list the server's models")
+    sub.add_parser("models", help="list the server's models", parents=[common])
 
     def sampling(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", default="", help="model name (default: the server's default)")
@@ -128,10 +142,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         q.add_argument("--seed", type=int, default=None, help="same seed, same audio")
         q.add_argument("-o", "--output", required=True, help="output .wav or .flac")
 
-    g = sub.add_parser("generate", help="free-running audio")
+    g = sub.add_parser("generate", help="free-running audio", parents=[common])
     g.add_argument("--seconds", type=float, required=True)
     sampling(g)
-    v = sub.add_parser("vocode", help="re-voice a recording through its log-mel frames")
+    v = sub.add_parser("vocode", help="re-voice a recording through its log-mel frames", parents=[common])
     v.add_argument("input", help="a recording soundfile can read")
     v.add_argument("--realtime", action="store_true", help="send frames paced like a live feed")
     sampling(v)

@@ -1,5 +1,5 @@
 """Property-based fuzzing against a live server: it always answers with a status, never INTERNAL or UNKNOWN,
-and keeps serving well-formed requests. Bounded here; a longer run: WAVENET_FUZZ_EXAMPLES=2000 pytest -k fuzz."""
+and keeps serving well-formed requests. Bounded here; a longer run: WAVENET_FUZZ_EXAMPLES=400 pytest -k fuzz."""
 
 from __future__ import annotations
 
