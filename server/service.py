@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 import numpy as np
@@ -109,6 +109,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         samples = 0
         first_audio: float | None = None
         model_name = request.model or self.default
+        stream: Stream | None = None
         try:
             model = self.models.get(model_name)
             if model is None:
@@ -127,6 +128,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             except ValueError as exc:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             feeder: asyncio.Task[None] | None = None
+            watchdog: asyncio.Task[None] | None = None
             try:
                 if req.frames is not None:
                     await model.scheduler.push_frames(stream, req.frames)
@@ -134,6 +136,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 if feed is not None:
                     prime_samples = 0 if req.prime is None else len(req.prime)
                     feeder = asyncio.create_task(self._feed(model, stream, feed, prime_samples))
+                handler = asyncio.current_task()
+                assert handler is not None
+                watchdog = asyncio.create_task(self._watch(model, stream, handler, feeder))
                 decoder = Decoder(model.cfg.preemphasis, model.cfg.classes, req.prime_last)
                 sequence = 0
                 pending: list[np.ndarray] = []  # audio not yet sent
@@ -160,6 +165,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                         audio = encode_audio(joined[:take], req.encoding)
                         await _write(context, pb.AudioChunk(sequence=sequence, first_sample=samples,
                                                             num_samples=take, encoding=req.encoding, audio=audio))
+                        stream.active_at = time.monotonic()
                         sequence += 1
                         samples += take
                         self.metrics.samples.labels(model_name).inc(take)
@@ -174,8 +180,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 await _write(context, pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=0,
                                                     encoding=req.encoding, summary=summary))
             finally:
-                if feeder is not None:
-                    feeder.cancel()
+                for task in (feeder, watchdog):
+                    if task is not None:
+                        task.cancel()
                 model.scheduler.close(stream)
         except _Abort as abort:
             outcome = abort.code.name
@@ -183,8 +190,11 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         except _CallEnded:
             outcome = "CANCELLED"  # the client left (cancelled, deadline passed) between our last await and the write
         except asyncio.CancelledError:
-            outcome = "CANCELLED"
-            raise
+            if stream is None or stream.idle is None:
+                outcome = "CANCELLED"
+                raise
+            outcome = grpc.StatusCode.OUT_OF_RANGE.name  # the watchdog ended it (as cloud speech APIs answer)
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, stream.idle)
         except Exception:
             outcome = "INTERNAL"  # gRPC answers INTERNAL/UNKNOWN and logs the traceback
             raise
@@ -215,6 +225,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
 
         try:
             async for message in feed:
+                stream.active_at = time.monotonic()
                 kind = message.WhichOneof("kind")
                 if kind == "config":
                     raise InvalidField("config", "only the first message may carry the config")
@@ -242,6 +253,20 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         except Exception as exc:  # noqa: BLE001 - a bug here must end this call, not leave it waiting for frames
             log.exception("reading the input of a Synthesize call failed")
             model.scheduler.fail(stream, GenerationFailed(f"reading the input failed: {type(exc).__name__}: {exc}"))
+
+
+    async def _watch(self, model: LoadedModel, stream: Stream, handler: asyncio.Task[Any],
+                     feeder: asyncio.Task[None] | None) -> None:
+        """Cancel the handler of a call that has received no input and sent no audio for limits.idle_seconds, so
+        a client that went quiet without closing cannot hold a stream slot for ever."""
+        idle = self.limits.idle_seconds
+        while (left := stream.active_at + idle - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+        if feeder is not None and not feeder.done() and model.scheduler.generator.ready(stream.sid) == 0:
+            stream.idle = f"frames: none arrived for {idle:g} s (the server's --idle-seconds)"
+        else:
+            stream.idle = f"audio: the client read none for {idle:g} s (the server's --idle-seconds)"
+        handler.cancel()
 
 
 async def _write(context: Context, chunk: pb.AudioChunk) -> None:
@@ -333,6 +358,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="audio per request")
     p.add_argument("--max-frames", type=int, default=defaults.max_frames, help="feature frames per request")
     p.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes)
+    p.add_argument("--idle-seconds", type=float, default=defaults.idle_seconds,
+                   help="end a call that receives no input and sends no audio this long (OUT_OF_RANGE)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--tokens-file", help=f"bearer tokens, one per line (also ${TOKENS_ENV}, comma-separated); "
@@ -368,7 +395,10 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
     """The server's options from its flags, reading the TLS files and tokens."""
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
-    limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes)
+    if not args.idle_seconds > 0:
+        raise ValueError(f"--idle-seconds must be > 0, got {args.idle_seconds}")
+    limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes,
+                    idle_seconds=args.idle_seconds)
     return ServeOptions(
         host=args.host, port=args.port, limits=limits, grace=args.grace,
         tls_cert=Path(args.tls_cert).read_bytes() if args.tls_cert else None,

@@ -26,6 +26,7 @@ class Limits:
     max_chunk_seconds: float = 5.0
     max_temperature: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
+    idle_seconds: float = 60.0  # a call that receives no input and sends no audio this long is ended
 
 
 @dataclass(frozen=True)

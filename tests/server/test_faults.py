@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -181,6 +182,53 @@ def test_a_failure_reading_synthesize_input_ends_that_call_with_internal(own_ser
         assert "injected input fault" in (error.value.details() or "")
         assert sum(c.num_samples for c in stub.Generate(pb.GenerateRequest(samples=100))) == 100
     wait_for(lambda: scheduler.active == 0)
+
+
+IDLE_LIMITS = dataclasses.replace(LIMITS, idle_seconds=0.5, max_seconds=600.0)
+
+
+@pytest.fixture
+def idle_server(model_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer([f"tiny={model_path}"], 4, IDLE_LIMITS)
+    yield running
+    running.stop()
+
+
+def test_a_synthesize_call_whose_frames_stop_coming_is_ended_as_idle(idle_server: RunningServer) -> None:
+    scheduler = idle_server.models["tiny"].scheduler
+    resume = threading.Event()
+
+    def messages() -> Iterator[pb.SynthesizeRequest]:
+        yield pb.SynthesizeRequest(config=pb.GenerateRequest())
+        yield pb.SynthesizeRequest(frames=pb.FeatureFrames(values=np.zeros(10 * MELS).tolist(), num_frames=10))
+        resume.wait(60)  # the client goes quiet without closing its side
+
+    with grpc.insecure_channel(idle_server.address) as channel:
+        stub = pb_grpc.WaveNetStub(channel)
+        received = 0
+        with pytest.raises(grpc.RpcError) as error:
+            for chunk in stub.Synthesize(messages(), timeout=30):
+                received += chunk.num_samples
+        resume.set()
+        assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE, error.value.details()
+        assert (error.value.details() or "").startswith("frames: none arrived for 0.5 s")
+        assert received > 0  # the audio its frames allowed came first
+    wait_for(lambda: scheduler.active == 0)
+
+
+def test_a_generate_call_whose_client_stops_reading_is_ended_as_idle(idle_server: RunningServer) -> None:
+    scheduler = idle_server.models["tiny"].scheduler
+    # a fixed 64 KiB receive window (no bandwidth probing), far less than 600 s of float32 audio at 1600 Hz
+    with grpc.insecure_channel(idle_server.address, options=[("grpc.http2.bdp_probe", 0)]) as channel:
+        stub = pb_grpc.WaveNetStub(channel)
+        call = stub.Generate(pb.GenerateRequest(seconds=600, encoding=pb.FLOAT32), timeout=60)
+        next(call)  # then read nothing
+        wait_for(lambda: scheduler.active == 0)
+        with pytest.raises(grpc.RpcError) as error:
+            for _ in call:
+                pass
+        assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE, error.value.details()
+        assert (error.value.details() or "").startswith("audio: the client read none for 0.5 s")
 
 
 def free_port() -> int:

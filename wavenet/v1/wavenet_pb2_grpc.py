@@ -70,7 +70,9 @@ class WaveNetServicer:
 
     def Synthesize(self, request_iterator, context):
         """Live vocoding: the first message is the config, then blocks of feature frames, then end of input.
-        Audio streams back as soon as the frames received (plus the model's lookahead) allow.
+        Audio streams back as soon as the frames received (plus the model's lookahead) allow. A call of either
+        method that receives no input and has no audio read for the server's --idle-seconds (default 60) ends with
+        OUT_OF_RANGE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
