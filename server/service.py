@@ -56,13 +56,21 @@ class LoadedModel:
 
 def load_model(spec: str, max_streams: int, precision: Precision | None = None) -> LoadedModel:
     """'PATH' or 'NAME=PATH' to a loaded model with its scheduler (not yet started); precision: see make_generator."""
-    name, _, path = spec.rpartition("=")
-    name = name or _stem(path)
+    name, path = model_spec(spec)
     model = load_checkpoint(path, key="model")
     raw = read_checkpoint(path)
     speakers = [str(s) for s in raw.get("speakers", [])] or [f"speaker{i}" for i in range(model.cfg.speakers)]
     info = convert.model_info(name, model.cfg, speakers[: model.cfg.speakers])
     return LoadedModel(name, model.cfg, info, Scheduler(make_generator(model, precision=precision), max_streams))
+
+
+def model_spec(spec: str) -> tuple[str, str]:
+    """'PATH' or 'NAME=PATH' to (name, path). A spec naming an existing file is a path, '=' and all (runs/lr=1e-3/m.pt);
+    otherwise the name ends at the first '='. Without a name, the file's stem names the model."""
+    if "=" not in spec or Path(spec).is_file():
+        return _stem(spec), spec
+    name, _, path = spec.partition("=")
+    return name or _stem(path), path
 
 
 def _stem(path: str) -> str:
@@ -91,26 +99,25 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         await self._serve("Generate", request, None, context)
 
     async def Synthesize(self, request_iterator: AsyncIterator[pb.SynthesizeRequest], context: Context) -> None:
-        try:
-            first = await request_iterator.__anext__()
-        except StopAsyncIteration:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the stream ended before the config")
-        if first.WhichOneof("kind") != "config":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the first message must be the config")
-        await self._serve("Synthesize", first.config, request_iterator, context)
+        await self._serve("Synthesize", None, request_iterator, context)
 
     # --- one request, either method -----------------------------------------------------------------
-    async def _serve(self, method: str, request: pb.GenerateRequest,
+    async def _serve(self, method: str, request: pb.GenerateRequest | None,
                      feed: AsyncIterator[pb.SynthesizeRequest] | None,
                      context: Context) -> None:
+        """Generate's request, or (request None) Synthesize's config read from the feed's first message."""
         rid = uuid.uuid4().hex[:16]
         started = time.monotonic()
         outcome = "OK"
         samples = 0
         first_audio: float | None = None
-        model_name = request.model or self.default
+        model_name = self.default
         stream: Stream | None = None
         try:
+            if request is None:
+                assert feed is not None
+                request = await _config(feed)
+            model_name = request.model or self.default
             model = self.models.get(model_name)
             if model is None:
                 raise _Abort(grpc.StatusCode.NOT_FOUND, f"model: no model named {request.model!r} "
@@ -267,6 +274,17 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         else:
             stream.idle = f"audio: the client read none for {idle:g} s (the server's --idle-seconds)"
         handler.cancel()
+
+
+async def _config(feed: AsyncIterator[pb.SynthesizeRequest]) -> pb.GenerateRequest:
+    """Synthesize's first message, which must be the config."""
+    try:
+        first = await feed.__anext__()
+    except StopAsyncIteration:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the stream ended before the config") from None
+    if first.WhichOneof("kind") != "config":
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the first message must be the config")
+    return first.config
 
 
 async def _write(context: Context, chunk: pb.AudioChunk) -> None:

@@ -256,12 +256,18 @@ SYNTHESIZE_CASES = [
 
 
 @pytest.mark.parametrize("name, messages, field", SYNTHESIZE_CASES, ids=[c[0] for c in SYNTHESIZE_CASES])
-def test_bad_synthesize_streams_get_invalid_argument(stub: pb_grpc.WaveNetStub, name: str,
+def test_bad_synthesize_streams_get_invalid_argument(server: RunningServer, stub: pb_grpc.WaveNetStub, name: str,
                                                      messages: list[pb.SynthesizeRequest], field: str) -> None:
+    def refused() -> float:
+        labels = {"method": "Synthesize", "code": "INVALID_ARGUMENT"}
+        return server.metrics.registry.get_sample_value("wavenet_requests_total", labels) or 0.0
+
+    before = refused()
     with pytest.raises(grpc.RpcError) as error:
         list(stub.Synthesize(iter(messages), timeout=20))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
     assert (error.value.details() or "").startswith(field)  # "field: problem"
+    wait_for(lambda: refused() == before + 1)  # counted (the handler finishes just after the client hears)
     assert len(collect(stub.Generate(pb.GenerateRequest(samples=64)))[1]) == 64  # still serving
 
 
@@ -322,6 +328,18 @@ def test_served_audio_is_the_models_classes_through_its_output_filter(server: Ru
     expected = emphasis.Decoder(0.85, last=float(prime[-1]))(classes)
     assert np.array_equal(served, expected)
     assert not np.array_equal(served, emphasis.Decoder(0.85)(classes))  # the filter starts from the prime
+
+
+def test_model_specs_with_an_equals_sign_in_the_path(tmp_path: Path) -> None:
+    from server.service import model_spec
+
+    path = tmp_path / "lr=1e-3" / "m.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"")
+    assert model_spec(str(path)) == ("m", str(path))
+    assert model_spec(f"fast={path}") == ("fast", str(path))
+    assert model_spec("models/default.pt") == ("default", "models/default.pt")
+    assert model_spec("a=b=c.pt") == ("a", "b=c.pt")  # not a file: the name ends at the first '='
 
 
 def test_a_prime_becomes_the_models_classes_and_starts_the_output_filter() -> None:
