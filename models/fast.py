@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from models.generator import Generator, StreamState, _step_weights, constant_bias
+from models.generator import Generator, StreamState, constant_bias
 from models.wavenet import WaveNet
 
 Precision = Literal["fp32", "bf16"]
@@ -103,7 +103,7 @@ class FastGenerator(Generator):
         self.precision: Precision = precision
         self.threads = threads or default_threads()
         self.variant: str = module.VARIANT
-        w = _step_weights(model)
+        w = self._weights
         weights = [w.embed]
         for layer in range(len(self.dilations)):
             weights += [w.past[layer], w.current[layer], w.gate_bias[layer], w.out[layer], w.out_bias[layer]]

@@ -117,10 +117,7 @@ class Scheduler:
 
     def fail(self, stream: Stream, error: BaseException) -> None:
         """End the stream with an error its reader will raise."""
-        if not stream.finished:
-            stream.error = error
-            stream.finished = True
-            stream.chunks.put_nowait(None)
+        _finish(stream, error)
 
     def close(self, stream: Stream) -> None:
         """Forget the stream at once (finished, cancelled or failed); the loop frees its generator slot.
@@ -176,9 +173,8 @@ class Scheduler:
     def _finish_done(self) -> None:
         """Tell the readers of streams that have made all they will (an empty input finishes at once)."""
         for sid, stream in self.streams.items():
-            if not stream.finished and self.generator.done(sid):
-                stream.finished = True
-                stream.chunks.put_nowait(None)
+            if self.generator.done(sid):
+                _finish(stream)
 
     def _adapt(self, elapsed: float, steps: int) -> None:
         """Size the next batch call to about STEP_TARGET_SECONDS of work."""
@@ -202,3 +198,11 @@ class Scheduler:
                 continue
             for classes in out.values():
                 self._deliver(stream, classes)
+
+
+def _finish(stream: Stream, error: BaseException | None = None) -> None:
+    """Tell the stream's reader that nothing more will come (then raise error, if any); once."""
+    if not stream.finished:
+        stream.error = error
+        stream.finished = True
+        stream.chunks.put_nowait(None)

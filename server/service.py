@@ -148,8 +148,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 watchdog = asyncio.create_task(self._watch(model, stream, handler, feeder))
                 decoder = Decoder(model.cfg.preemphasis, model.cfg.classes, req.prime_last)
                 sequence = 0
-                pending: list[np.ndarray] = []  # audio not yet sent
-                pending_count = 0
+                pending = np.zeros(0, np.float32)  # audio made: pending[sent:] is not yet sent
+                sent = 0
                 while True:
                     try:
                         block = await model.scheduler.read(stream)
@@ -158,25 +158,23 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                     except GenerationFailed as exc:
                         raise _Abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}") from None
                     if block is not None:
-                        pending.append(decoder(block))
-                        pending_count += len(block)
+                        pending, sent = np.concatenate([pending[sent:], decoder(block)]), 0
                     # Full chunks as they fill; a partial one when nothing more can come until the client sends
                     # frames (a live feed hears its audio at once) or at the end.
                     flush = block is None or (stream.starved and stream.chunks.empty())
-                    while pending_count >= req.chunk_samples or (flush and pending_count):
-                        joined = np.concatenate(pending)
-                        take = min(req.chunk_samples, len(joined))
+                    while len(pending) - sent >= req.chunk_samples or (flush and len(pending) > sent):
+                        take = min(req.chunk_samples, len(pending) - sent)
                         if first_audio is None:
                             first_audio = time.monotonic() - started
                             self.metrics.ttfa.labels(model_name).observe(first_audio)
-                        audio = encode_audio(joined[:take], req.encoding)
+                        audio = encode_audio(pending[sent : sent + take], req.encoding)
                         await _write(context, pb.AudioChunk(sequence=sequence, first_sample=samples,
                                                             num_samples=take, encoding=req.encoding, audio=audio))
                         stream.active_at = time.monotonic()
                         sequence += 1
                         samples += take
+                        sent += take
                         self.metrics.samples.labels(model_name).inc(take)
-                        pending, pending_count = [joined[take:]], len(joined) - take
                     if block is None:
                         break
                 wall = time.monotonic() - started

@@ -85,26 +85,27 @@ def test_unseeded_requests_report_their_seed_and_replay_with_it(stub: pb_grpc.Wa
 def test_synthesize_streams_audio_before_the_input_ends(stub: pb_grpc.WaveNetStub) -> None:
     frames = random_frames(200, MELS)
     first_audio = threading.Event()
-    sent_before_audio = []
+    sent = [0]  # frames handed to gRPC so far
 
     def requests() -> Iterator[pb.SynthesizeRequest]:
         yield pb.SynthesizeRequest(config=pb.GenerateRequest(seed=9, encoding=pb.FLOAT32, chunk_samples=16))
         for i in range(0, len(frames), 10):
+            sent[0] = i + 10
             yield pb.SynthesizeRequest(frames=frames_msg(frames[i : i + 10]))
             if i == 50:  # hold the rest back until audio has come
                 assert first_audio.wait(30), "no audio before the end of input"
-            if not first_audio.is_set():
-                sent_before_audio.append(i + 10)
         yield pb.SynthesizeRequest(end=pb.EndOfInput())
 
     chunks = []
+    sent_at_first_audio = None
     for chunk in stub.Synthesize(requests()):
-        if chunk.num_samples:
+        if chunk.num_samples and sent_at_first_audio is None:
+            sent_at_first_audio = sent[0]
             first_audio.set()
         chunks.append(chunk)
     audio = np.concatenate([decode_audio(c.audio, c.encoding, "audio") for c in chunks])
     assert len(audio) == len(frames) * HOP
-    assert max(sent_before_audio) < len(frames)
+    assert sent_at_first_audio is not None and sent_at_first_audio < len(frames)
 
     whole = pb.GenerateRequest(seed=9, encoding=pb.FLOAT32, features=frames_msg(frames))
     assert np.array_equal(collect(stub.Generate(whole))[1], audio)  # live and whole give the same audio
