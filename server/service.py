@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from models.emphasis import Decoder
-from models.fast import Precision, make_generator
+from models.fast import Precision, default_threads, make_generator
 from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
 from server import convert
 from server.auth import TOKENS_ENV, TokenAuth, load_tokens
@@ -30,10 +30,10 @@ from server.metrics import Metrics
 from server.scheduler import AtCapacity, GenerationFailed, Scheduler, Stream
 from server.settings import (
     DEFAULT_HOST,
-    DEFAULT_MAX_STREAMS,
     DEFAULT_MODEL,
     DEFAULT_PORT,
     GRACE_SECONDS,
+    STREAMS_PER_CPU,
     Limits,
     ServeOptions,
 )
@@ -365,7 +365,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"a checkpoint to serve (repeatable; the first is the default; default {DEFAULT_MODEL})")
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS, help="active streams per model")
+    p.add_argument("--max-streams", type=int, default=None,
+                   help=f"active streams per model (default: {STREAMS_PER_CPU} per CPU this process may use)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (0: off)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weights of the compiled generator: bf16 is about 3x faster; auto: bf16 where the CPU has it")
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from(args)
         models = {}
         for spec in args.model or [str(DEFAULT_MODEL)]:
-            loaded = load_model(spec, args.max_streams, None if args.precision == "auto" else args.precision)
+            loaded = load_model(spec, max_streams(args), None if args.precision == "auto" else args.precision)
             models[loaded.name] = loaded
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)
@@ -405,6 +406,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wavenet-server: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def max_streams(args: argparse.Namespace) -> int:
+    """--max-streams, or STREAMS_PER_CPU for each CPU this process may use."""
+    if args.max_streams is None:
+        return STREAMS_PER_CPU * default_threads()
+    if args.max_streams < 1:
+        raise ValueError(f"--max-streams must be at least 1, got {args.max_streams}")
+    return int(args.max_streams)
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:

@@ -355,3 +355,13 @@ def test_a_prime_becomes_the_models_classes_and_starts_the_output_filter() -> No
     assert req.prime is not None and np.array_equal(req.prime, emphasis.encode(audio, 0.85))
     assert req.prime_last == float(audio[-1])
     assert validate(pb.GenerateRequest(samples=100), cfg, LIMITS, streamed=False, seed=0).prime_last == 0.0
+
+
+def test_max_streams_defaults_to_three_per_cpu_and_the_flag_wins() -> None:
+    from models.fast import default_threads
+    from server.service import max_streams, parse_args
+
+    assert max_streams(parse_args([])) == 3 * default_threads()
+    assert max_streams(parse_args(["--max-streams", "5"])) == 5
+    with pytest.raises(ValueError, match="--max-streams"):
+        max_streams(parse_args(["--max-streams", "0"]))
