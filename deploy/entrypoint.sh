@@ -29,6 +29,7 @@ serve() {
     flag WAVENET_MAX_SECONDS --max-seconds
     flag WAVENET_MAX_FRAMES --max-frames
     flag WAVENET_MAX_MESSAGE_BYTES --max-message-bytes
+    flag WAVENET_IDLE_SECONDS --idle-seconds
     flag WAVENET_TLS_CERT --tls-cert
     flag WAVENET_TLS_KEY --tls-key
     flag WAVENET_TOKENS_FILE --tokens-file  # WAVENET_TOKENS (comma-separated) the server reads itself

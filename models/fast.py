@@ -16,6 +16,7 @@ has AVX512_BF16, else fp32. bench/engine_fast.py measures both, and what bf16 do
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import warnings
 from types import ModuleType
@@ -74,10 +75,22 @@ def fast_available(variant: str | None = None) -> bool:
 
 
 def default_threads() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (docker --cpus, Kubernetes limits),
+    which the affinity does not show."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return min(cpus, cgroup_cpus() or cpus)
+
+
+def cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """CPUs the cgroup v2 quota allows ('QUOTA PERIOD', rounded up), or None: no quota, or no such file."""
+    try:
+        quota, period = open(path).read().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 class FastGenerator(Generator):

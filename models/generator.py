@@ -303,8 +303,8 @@ class Generator:
         inputs = torch.as_tensor(np.concatenate([[SILENCE], seed[:-1]])[start:])[None]
         per_frame = None
         if state.config.features:
-            if state.frame_bias is None:  # no bias made yet: start at the tail's first frame
-                state.cond_count = state.frame_bias_offset = max(state.cond_count, start // hop)
+            assert state.frame_bias is None, "biases are made only once the prime is done"
+            state.cond_count = state.frame_bias_offset = start // hop  # begin at the tail's first frame
             self._condition(state, len(seed))
             assert state.frame_bias is not None
             first = start // hop - state.frame_bias_offset

@@ -32,7 +32,7 @@ class Stream:
     starved: bool = False  # made all that its frames so far allow: waiting for input, so the reader should flush
     finished: bool = False
     error: BaseException | None = None
-    active_at: float = field(default_factory=time.monotonic)  # the last input received or audio sent: idle clock
+    active_at: float = field(default_factory=time.monotonic)  # last input received, audio made or sent: idle clock
     idle: str | None = None  # why the call was ended for being idle
 
 

@@ -153,6 +153,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 while True:
                     try:
                         block = await model.scheduler.read(stream)
+                        stream.active_at = time.monotonic()
                     except InvalidField as exc:
                         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
                     except GenerationFailed as exc:
@@ -199,7 +200,10 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 outcome = "CANCELLED"
                 raise
             outcome = grpc.StatusCode.OUT_OF_RANGE.name  # the watchdog ended it (as cloud speech APIs answer)
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, stream.idle)
+            handler = asyncio.current_task()
+            assert handler is not None
+            handler.uncancel()
+            await _abort_soon(context, grpc.StatusCode.OUT_OF_RANGE, stream.idle)
         except Exception:
             outcome = "INTERNAL"  # gRPC answers INTERNAL/UNKNOWN and logs the traceback
             raise
@@ -262,8 +266,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
 
     async def _watch(self, model: LoadedModel, stream: Stream, handler: asyncio.Task[Any],
                      feeder: asyncio.Task[None] | None) -> None:
-        """Cancel the handler of a call that has received no input and sent no audio for limits.idle_seconds, so
-        a client that went quiet without closing cannot hold a stream slot for ever."""
+        """Cancel the handler of a call that has received no input, made no audio and sent none for
+        limits.idle_seconds, so a client that went quiet without closing cannot hold a stream slot for ever."""
         idle = self.limits.idle_seconds
         while (left := stream.active_at + idle - time.monotonic()) > 0:
             await asyncio.sleep(left)
@@ -283,6 +287,20 @@ async def _config(feed: AsyncIterator[pb.SynthesizeRequest]) -> pb.GenerateReque
     if first.WhichOneof("kind") != "config":
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the first message must be the config")
     return first.config
+
+
+ABORT_SECONDS = 2.0  # how long an abort may wait to be sent before the call is dropped instead
+
+
+async def _abort_soon(context: Context, code: grpc.StatusCode, message: str) -> None:
+    """context.abort, or, if the status cannot be sent within ABORT_SECONDS (queued behind audio a client is not
+    reading), cancellation: the handler ends now and the status still goes out if the client reads on."""
+    abort = asyncio.ensure_future(context.abort(code, message))
+    done, _ = await asyncio.wait({abort}, timeout=ABORT_SECONDS)
+    if abort in done:
+        abort.result()  # raises the AbortError that ends the call
+    abort.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieve it: no warning
+    raise asyncio.CancelledError
 
 
 async def _write(context: Context, chunk: pb.AudioChunk) -> None:
@@ -414,7 +432,7 @@ def max_streams(args: argparse.Namespace) -> int:
         return STREAMS_PER_CPU * default_threads()
     if args.max_streams < 1:
         raise ValueError(f"--max-streams must be at least 1, got {args.max_streams}")
-    return int(args.max_streams)
+    return args.max_streams
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:

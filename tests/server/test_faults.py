@@ -224,6 +224,12 @@ def test_a_generate_call_whose_client_stops_reading_is_ended_as_idle(idle_server
         call = stub.Generate(pb.GenerateRequest(seconds=600, encoding=pb.FLOAT32), timeout=60)
         next(call)  # then read nothing
         wait_for(lambda: scheduler.active == 0)
+
+        def ended() -> float:  # counted while the client still reads nothing: the handler is not stuck behind it
+            labels = {"method": "Generate", "code": "OUT_OF_RANGE"}
+            return idle_server.metrics.registry.get_sample_value("wavenet_requests_total", labels) or 0.0
+
+        wait_for(lambda: ended() == 1)
         with pytest.raises(grpc.RpcError) as error:
             for _ in call:
                 pass

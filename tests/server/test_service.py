@@ -365,3 +365,14 @@ def test_max_streams_defaults_to_three_per_cpu_and_the_flag_wins() -> None:
     assert max_streams(parse_args(["--max-streams", "5"])) == 5
     with pytest.raises(ValueError, match="--max-streams"):
         max_streams(parse_args(["--max-streams", "0"]))
+
+
+@pytest.mark.parametrize("content, cpus", [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1),
+                                           ("400000 100000\n", 4), (None, None), ("garbage\n", None)])
+def test_a_cgroup_cpu_quota_caps_the_cpus_counted(tmp_path: Path, content: str | None, cpus: int | None) -> None:
+    from models.fast import cgroup_cpus
+
+    path = tmp_path / "cpu.max"
+    if content is not None:
+        path.write_text(content)
+    assert cgroup_cpus(str(path)) == cpus
