@@ -303,12 +303,11 @@ class Generator:
         inputs = torch.as_tensor(np.concatenate([[SILENCE], seed[:-1]])[start:])[None]
         per_frame = None
         if state.config.features:
-            assert state.frame_bias is None, "biases are made only once the prime is done"
+            assert state.frame_bias is None, "no biases are made before the prime"
             state.cond_count = state.frame_bias_offset = start // hop  # begin at the tail's first frame
             self._condition(state, len(seed))
             assert state.frame_bias is not None
-            first = start // hop - state.frame_bias_offset
-            per_frame = state.frame_bias[first : first + (len(seed) - start - 1) // hop + 2].T[None]  # (1, W, frames)
+            per_frame = state.frame_bias[: (len(seed) - start - 1) // hop + 2].T[None]  # (1, W, frames)
         bias = GateBias(per_frame, state.constant_bias[None], hop)
         with torch.inference_mode():
             _, layer_inputs = self.model.run_layers(inputs, bias)
