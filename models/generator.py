@@ -363,14 +363,15 @@ class Generator:
             return
         assert self.cfg.mel is not None
         left, right = frame_context(self.cfg)
-        target = min(self._determined(state), (end_sample - 1) // self.cfg.mel.hop + 2)
+        determined = self._determined(state)
+        target = min(determined, (end_sample - 1) // self.cfg.mel.hop + 2)
         while state.cond_count < target:
             block = state.cond_count // COND_BLOCK * COND_BLOCK
             window = state.frames.window(block - left, block + COND_BLOCK + right - 1)
             with torch.inference_mode():
                 cond = self.model.frame_conditioning(torch.from_numpy(window).T[None])
                 rows = self.model.gate_bias_from_cond(cond)[0].T  # (COND_BLOCK, width)
-            stop = min(target, block + COND_BLOCK)
+            stop = min(determined, block + COND_BLOCK)  # the whole block where its frames allow: made once
             new = rows[state.cond_count - block : stop - block]
             state.frame_bias = new if state.frame_bias is None else torch.cat([state.frame_bias, new])
             state.cond_count = stop
