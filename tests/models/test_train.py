@@ -46,6 +46,21 @@ def test_a_few_steps_lower_the_loss(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
+def test_validation_is_fp32_when_training_in_bf16(data: Path, tmp_path: Path) -> None:
+    from models.train import loss_bits
+
+    trainer = Trainer(CFG, dataclasses.replace(TC, bf16=True), data, tmp_path / "run", torch.device("cpu"))
+    trainer.run(10, [False], show=False)  # validates at step 10
+
+    def mean_loss(bf16: bool) -> float:
+        with torch.no_grad():
+            return sum(float(loss_bits(trainer.ema, CFG, b, torch.zeros(len(b["inputs"]), dtype=torch.bool), bf16))
+                       for b in trainer.valid) / len(trainer.valid)
+
+    assert trainer.progress.valid == [(10, mean_loss(bf16=False))]
+    assert mean_loss(bf16=True) != mean_loss(bf16=False)  # the precision would show
+
+
 def test_a_new_run_standardises_frames_with_the_training_data(data: Path, tmp_path: Path) -> None:
     from models.train import load_split
     from models.wavenet import frame_stats
