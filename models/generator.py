@@ -40,6 +40,11 @@ def sample(logits: np.ndarray, temperatures: np.ndarray, u: np.ndarray) -> np.nd
     return np.where(greedy, logits.argmax(axis=1), picks).astype(np.int64)
 
 
+def frames_cover_prime(n_frames: int, hop: int, prime_samples: int) -> bool:
+    """Whether features leave something to generate after a prime: their samples must outnumber the prime's."""
+    return n_frames * hop > prime_samples
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """What a stream asks for."""
@@ -177,8 +182,9 @@ class Generator:
         state = self.streams[sid]
         assert self.cfg.mel is not None
         covered = state.frames.received * self.cfg.mel.hop
-        if state.seed_audio is not None and covered <= len(state.seed_audio):
-            raise ValueError(f"the frames cover {covered} samples, not more than the {len(state.seed_audio)}-sample "
+        prime = 0 if state.seed_audio is None else len(state.seed_audio)
+        if prime and not frames_cover_prime(state.frames.received, self.cfg.mel.hop, prime):
+            raise ValueError(f"the frames cover {covered} samples, not more than the {prime}-sample "
                              "prime: there is nothing to generate")
         state.ended = True
         state.end = min(state.end, covered)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import emphasis
-from models.generator import StreamConfig
+from models.generator import StreamConfig, frames_cover_prime
 from models.wavenet import WaveNetConfig, lookahead_frames, receptive_field
 from server.settings import DEFAULT_CHUNK_SECONDS, DEFAULT_TEMPERATURE, Limits
 from wavenet.codec import (
@@ -110,7 +110,7 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
         prime_last = float(audio[-1]) if len(audio) else 0.0
     if prime is not None and (frames is not None or streamed):
         assert cfg.mel is not None
-        if frames is not None and len(prime) >= len(frames) * cfg.mel.hop:
+        if frames is not None and not frames_cover_prime(len(frames), cfg.mel.hop, len(prime)):
             raise InvalidField(f"{prefix}prime", "the prime must be shorter than the audio the features cover")
     uses_features = frames is not None or streamed
     if uses_features and cfg.mel is None:

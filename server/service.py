@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from models.emphasis import Decoder
 from models.fast import Precision, default_threads, make_generator
+from models.generator import frames_cover_prime
 from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
 from server import convert
 from server.auth import TOKENS_ENV, TokenAuth, load_tokens
@@ -227,7 +228,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         ended = False
 
         async def end() -> None:
-            if prime_samples and received * hop <= prime_samples:
+            if prime_samples and not frames_cover_prime(received, hop, prime_samples):
                 raise InvalidField("config.prime", f"the frames cover {received * hop} samples: the prime "
                                             f"({prime_samples}) must be shorter than the audio they cover")
             await model.scheduler.end_frames(stream)
