@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import emphasis
+from models.features import MelSpec
 from models.generator import StreamConfig, frames_cover_prime
 from models.wavenet import WaveNetConfig, lookahead_frames, receptive_field
-from server.settings import DEFAULT_CHUNK_SECONDS, DEFAULT_TEMPERATURE, Limits
+from server.settings import DEFAULT_CHUNK_SECONDS, DEFAULT_TEMPERATURE, MIN_CHUNK_SECONDS, Limits
 from wavenet.codec import (
     BYTES_PER_SAMPLE,
     Encoding,
@@ -71,6 +72,28 @@ def length_in_samples(request: pb.GenerateRequest, sample_rate: int, limits: Lim
     return samples
 
 
+def frame_limit(limits: Limits, mel: MelSpec | None) -> int:
+    """Feature frames one call may send: --max-frames, and no more than --max-seconds of audio."""
+    if mel is None:
+        return limits.max_frames
+    return min(limits.max_frames, int(limits.max_seconds * mel.sample_rate) // mel.hop)
+
+
+def chunk_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits, encoding: Encoding,
+                  field: str) -> int:
+    """Samples per AudioChunk: the request's (within the limits) or the default."""
+    chunk = request.chunk_samples or round(DEFAULT_CHUNK_SECONDS * sample_rate)
+    shortest = max(1, round(MIN_CHUNK_SECONDS * sample_rate))
+    if chunk < shortest:
+        raise InvalidField(field, f"{chunk} is under {shortest} samples ({1000 * MIN_CHUNK_SECONDS:g} ms of audio)")
+    if chunk > limits.max_chunk_seconds * sample_rate:
+        raise InvalidField(field, f"{chunk} exceeds {limits.max_chunk_seconds:g} s of audio")
+    if chunk * BYTES_PER_SAMPLE[encoding] + CHUNK_OVERHEAD_BYTES > limits.max_message_bytes:
+        raise InvalidField(field, f"{chunk} samples of {pb.AudioEncoding.Name(encoding)} would not fit the server's "
+                                  f"{limits.max_message_bytes}-byte messages")
+    return chunk
+
+
 CHUNK_OVERHEAD_BYTES = 256  # an AudioChunk's fields besides the audio, the summary included, with room to spare
 
 
@@ -86,20 +109,18 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
     if not math.isfinite(temperature) or not 0 <= temperature <= limits.max_temperature:
         raise InvalidField(f"{prefix}temperature", f"must be in [0, {limits.max_temperature:g}], got {temperature}")
     encoding = encoding_of(request.encoding, f"{prefix}encoding")
-    chunk = request.chunk_samples or round(DEFAULT_CHUNK_SECONDS * cfg.sample_rate)
-    if chunk > limits.max_chunk_seconds * cfg.sample_rate:
-        raise InvalidField(f"{prefix}chunk_samples", f"{chunk} exceeds {limits.max_chunk_seconds:g} s of audio")
-    if chunk * BYTES_PER_SAMPLE[encoding] + CHUNK_OVERHEAD_BYTES > limits.max_message_bytes:
-        raise InvalidField(f"{prefix}chunk_samples", f"{chunk} samples of {pb.AudioEncoding.Name(encoding)} would not "
-                                                     f"fit the server's {limits.max_message_bytes}-byte messages")
+    chunk = chunk_samples(request, cfg.sample_rate, limits, encoding, f"{prefix}chunk_samples")
     length = length_in_samples(request, cfg.sample_rate, limits, prefix)
     frames = None
     if request.HasField("features"):
         if streamed:
             raise InvalidField(f"{prefix}features", "send frames in the messages after the config")
-        frames = frames_of(request.features, cfg.mel, limits.max_frames, f"{prefix}features")
+        frames = frames_of(request.features, cfg.mel, frame_limit(limits, cfg.mel), f"{prefix}features")
     elif length is None and not streamed:
         raise InvalidField(f"{prefix}length", "give seconds or samples (or features to vocode)")
+    uses_features = frames is not None or streamed
+    if uses_features and cfg.mel is None:
+        raise InvalidField(f"{prefix}features", "this model takes no features")
     prime, prime_last = None, 0.0
     if request.HasField("prime"):
         prime_encoding = encoding_of(request.prime.encoding, f"{prefix}prime.encoding")
@@ -112,9 +133,6 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
         assert cfg.mel is not None
         if frames is not None and not frames_cover_prime(len(frames), cfg.mel.hop, len(prime)):
             raise InvalidField(f"{prefix}prime", "the prime must be shorter than the audio the features cover")
-    uses_features = frames is not None or streamed
-    if uses_features and cfg.mel is None:
-        raise InvalidField(f"{prefix}features", "this model takes no features")
     stream = StreamConfig(speaker=speaker, temperature=temperature, seed=seed, length=length, features=uses_features)
     return Request(stream=stream, prime=prime, prime_last=prime_last, frames=frames, encoding=encoding,
                    chunk_samples=chunk)

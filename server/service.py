@@ -117,7 +117,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         try:
             if request is None:
                 assert feed is not None
-                request = await _config(feed)
+                request = await _config(feed, self.limits.idle_seconds)
             model_name = request.model or self.default
             model = self.models.get(model_name)
             if model is None:
@@ -193,7 +193,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 model.scheduler.close(stream)
         except _Abort as abort:
             outcome = abort.code.name
-            await context.abort(abort.code, abort.message)
+            await _abort_soon(context, abort.code, abort.message)  # not held up by audio the client is not reading
         except _CallEnded:
             outcome = "CANCELLED"  # the client left (cancelled, deadline passed) between our last await and the write
         except asyncio.CancelledError:
@@ -224,6 +224,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         """Synthesize's input side: frames into the generator as they arrive; a bad message fails the stream."""
         assert model.cfg.mel is not None
         hop = model.cfg.mel.hop
+        limit = convert.frame_limit(self.limits, model.cfg.mel)
         received = 0
         ended = False
 
@@ -242,11 +243,11 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 if ended:
                     raise InvalidField(kind or "kind", "message after end of input")
                 if kind == "frames":
-                    if received + message.frames.num_frames > self.limits.max_frames:
+                    if received + message.frames.num_frames > limit:
                         raise InvalidField("frames.num_frames", f"{received} frames so far and "
-                                           f"{message.frames.num_frames} more exceed the limit of "
-                                           f"{self.limits.max_frames} frames per call")
-                    frames = frames_of(message.frames, model.cfg.mel, self.limits.max_frames, "frames")
+                                           f"{message.frames.num_frames} more exceed the limit of {limit} frames "
+                                           "per call (the server's --max-frames, and --max-seconds of audio)")
+                    frames = frames_of(message.frames, model.cfg.mel, limit, "frames")
                     received += len(frames)
                     await model.scheduler.push_frames(stream, frames)
                 elif kind == "end":
@@ -279,12 +280,15 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         handler.cancel()
 
 
-async def _config(feed: AsyncIterator[pb.SynthesizeRequest]) -> pb.GenerateRequest:
-    """Synthesize's first message, which must be the config."""
+async def _config(feed: AsyncIterator[pb.SynthesizeRequest], idle_seconds: float) -> pb.GenerateRequest:
+    """Synthesize's first message, which must be the config, and come within idle_seconds."""
     try:
-        first = await feed.__anext__()
+        first = await asyncio.wait_for(feed.__anext__(), idle_seconds)
     except StopAsyncIteration:
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the stream ended before the config") from None
+    except TimeoutError:
+        raise _Abort(grpc.StatusCode.OUT_OF_RANGE, f"config: none arrived for {idle_seconds:g} s (the server's "
+                                                   "--idle-seconds)") from None
     if first.WhichOneof("kind") != "config":
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the first message must be the config")
     return first.config

@@ -11,6 +11,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
 DEFAULT_TEMPERATURE = 1.0
 STREAMS_PER_CPU = 3  # the default --max-streams per CPU the server may use: 6 keep real time on 2 cores (README)
 DEFAULT_CHUNK_SECONDS = 0.1  # audio per AudioChunk unless the request says otherwise
+MIN_CHUNK_SECONDS = 0.005  # the shortest chunk_samples a request may ask for: a message per sample would flood the loop
 STEP_TARGET_SECONDS = 0.05  # the scheduler sizes each batch step to about this much wall time
 BUFFER_SECONDS = 3.0  # a stream stops being stepped once this much of its audio waits unread
 GRACE_SECONDS = 10.0  # on SIGTERM, active streams get this long to finish

@@ -216,6 +216,37 @@ def test_a_synthesize_call_whose_frames_stop_coming_is_ended_as_idle(idle_server
     wait_for(lambda: scheduler.active == 0)
 
 
+def test_a_synthesize_call_that_never_sends_its_config_is_ended_as_idle(idle_server: RunningServer) -> None:
+    resume = threading.Event()
+
+    def messages() -> Iterator[pb.SynthesizeRequest]:
+        resume.wait(60)  # opens the call, sends nothing
+        yield from ()
+
+    with grpc.insecure_channel(idle_server.address) as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            list(pb_grpc.WaveNetStub(channel).Synthesize(messages(), timeout=30))
+        resume.set()
+    assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE, error.value.details()
+    assert (error.value.details() or "").startswith("config: none arrived for 0.5 s")
+
+
+def test_frames_streamed_past_max_seconds_of_audio_are_refused(model_path: Path) -> None:
+    running = RunningServer([f"tiny={model_path}"], 4, dataclasses.replace(LIMITS, max_seconds=1.0))  # 400 frames
+    block = pb.FeatureFrames(values=np.zeros(300 * MELS, np.float32).tolist(), num_frames=300)
+    messages = [pb.SynthesizeRequest(config=pb.GenerateRequest()), pb.SynthesizeRequest(frames=block),
+                pb.SynthesizeRequest(frames=block), pb.SynthesizeRequest(end=pb.EndOfInput())]
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            with pytest.raises(grpc.RpcError) as error:
+                list(pb_grpc.WaveNetStub(channel).Synthesize(iter(messages), timeout=30))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+        assert (error.value.details() or "").startswith("frames.num_frames: 300 frames so far and 300 more exceed "
+                                                         "the limit of 400 frames per call")
+    finally:
+        running.stop()
+
+
 def test_a_generate_call_whose_client_stops_reading_is_ended_as_idle(idle_server: RunningServer) -> None:
     scheduler = idle_server.models["tiny"].scheduler
     # a fixed 64 KiB receive window (no bandwidth probing), far less than 600 s of float32 audio at 1600 Hz

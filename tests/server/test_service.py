@@ -200,6 +200,8 @@ GENERATE_CASES = [
      "temperature"),
     ("huge chunk", pb.GenerateRequest(seconds=1, chunk_samples=10**8), grpc.StatusCode.INVALID_ARGUMENT,
      "chunk_samples"),
+    ("one-sample chunks", pb.GenerateRequest(seconds=1, chunk_samples=1), grpc.StatusCode.INVALID_ARGUMENT,
+     "chunk_samples"),
     ("wrong feature size", pb.GenerateRequest(features=pb.FeatureFrames(values=[1.0] * 10, num_frames=2)),
      grpc.StatusCode.INVALID_ARGUMENT, "features.values"),
     ("NaN features", pb.GenerateRequest(features=pb.FeatureFrames(values=[float("nan")] * MELS, num_frames=1)),
@@ -307,6 +309,37 @@ def test_a_chunk_that_cannot_fit_a_message_is_refused_up_front() -> None:
         validate(pb.GenerateRequest(samples=100, chunk_samples=1000, encoding=pb.FLOAT32), cfg, small, False, 0)
     assert validate(pb.GenerateRequest(samples=100, chunk_samples=1000, encoding=pb.MULAW8), cfg, small, False,
                     0).chunk_samples == 1000  # one byte a sample fits
+
+
+def test_chunks_of_under_5_ms_are_refused() -> None:
+    from server.convert import validate
+    from tests.tiny import CONFIGS
+
+    cfg = CONFIGS["both"]  # 1,600 Hz: 5 ms is 8 samples
+    assert validate(pb.GenerateRequest(samples=100, chunk_samples=8), cfg, LIMITS, False, 0).chunk_samples == 8
+    with pytest.raises(InvalidField, match="^chunk_samples: 7 is under 8 samples"):
+        validate(pb.GenerateRequest(samples=100, chunk_samples=7), cfg, LIMITS, False, 0)
+
+
+def test_features_may_cover_no_more_than_max_seconds_of_audio() -> None:
+    from server.convert import frame_limit, validate
+    from tests.tiny import CONFIGS
+
+    cfg, one_second = CONFIGS["both"], dataclasses.replace(LIMITS, max_seconds=1.0)  # 1,600 samples: 400 frames
+    assert frame_limit(one_second, cfg.mel) == 400 and frame_limit(LIMITS, cfg.mel) == LIMITS.max_frames
+    assert validate(pb.GenerateRequest(features=frames_msg(random_frames(400, MELS))), cfg, one_second, False,
+                    0).frames.shape == (400, MELS)
+    with pytest.raises(InvalidField, match="^features.num_frames: 401 exceeds the limit of 400"):
+        validate(pb.GenerateRequest(features=frames_msg(random_frames(401, MELS))), cfg, one_second, False, 0)
+
+
+def test_a_prime_for_a_model_without_features_is_refused_for_the_features() -> None:
+    from server.convert import validate
+    from tests.tiny import CONFIGS
+
+    prime = pb.Audio(encoding=pb.FLOAT32, data=np.zeros(10, "<f4").tobytes())
+    with pytest.raises(InvalidField, match="^config.features: this model takes no features"):
+        validate(pb.GenerateRequest(prime=prime), CONFIGS["speaker"], LIMITS, streamed=True, seed=0, field="config")
 
 
 def test_served_audio_is_the_models_classes_through_its_output_filter(server: RunningServer,
