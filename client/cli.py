@@ -50,16 +50,41 @@ class Progress:
 def receive(chunks: Iterator[Chunk], progress: Progress) -> tuple[np.ndarray, Chunk | None]:
     """All audio of a call, in order; and its last chunk (with the summary)."""
     parts, last = [], None
-    for chunk in chunks:
-        parts.append(chunk.audio)
-        progress.update(chunk)
-        last = chunk
-    progress.close()
+    try:
+        for chunk in chunks:
+            parts.append(chunk.audio)
+            progress.update(chunk)
+            last = chunk
+    finally:
+        progress.close()  # an error then starts a line of its own
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), last
 
 
 def write_audio(path: str, audio: np.ndarray, sample_rate: int) -> None:
-    sf.write(path, audio, sample_rate, subtype="PCM_16")
+    try:
+        sf.write(path, audio, sample_rate, subtype="PCM_16")
+    except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise BadFile(f"cannot write {path}: {exc}") from None
+
+
+def output_problem(path: str) -> str | None:
+    """Why the output cannot be written (checked before any audio is made), or None."""
+    if Path(path).suffix.lower() not in (".wav", ".flac"):
+        return f"output must be .wav or .flac, got {path}"
+    folder = Path(path).parent
+    if not folder.is_dir():
+        return f"cannot write {path}: no folder {folder}"
+    if not os.access(folder, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        return f"cannot write {path}: permission denied"
+    return None
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def cmd_models(client: WaveNetClient, args: argparse.Namespace) -> int:
@@ -137,9 +162,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     def sampling(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", default="", help="model name (default: the server's default)")
-        q.add_argument("--speaker", type=int, default=None)
+        q.add_argument("--speaker", type=non_negative, default=None)
         q.add_argument("--temperature", type=float, default=None)
-        q.add_argument("--seed", type=int, default=None, help="same seed, same audio")
+        q.add_argument("--seed", type=non_negative, default=None, help="same seed, same audio")
         q.add_argument("-o", "--output", required=True, help="output .wav or .flac")
 
     g = sub.add_parser("generate", help="free-running audio", parents=[common])
@@ -156,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     commands = {"models": cmd_models, "generate": cmd_generate, "vocode": cmd_vocode}
     output = getattr(args, "output", None)
-    if output is not None and Path(output).suffix.lower() not in (".wav", ".flac"):
-        print(f"wavenet-client: output must be .wav or .flac, got {output}", file=sys.stderr)
+    problem = output_problem(output) if output is not None else None
+    if problem is not None:
+        print(f"wavenet-client: {problem}", file=sys.stderr)
         return 2
     try:
         ca = Path(args.ca).read_bytes() if args.ca else None
@@ -179,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wavenet-client: {code.name if code else 'error'}: {details}", file=sys.stderr)
             return 1
         except (KeyError, ValueError) as exc:
-            print(f"wavenet-client: {exc}", file=sys.stderr)
+            print(f"wavenet-client: {exc.args[0] if exc.args else exc}", file=sys.stderr)  # a KeyError's str quotes
             return 2
 
 

@@ -74,6 +74,57 @@ def test_bad_input_file_and_bad_request(server: RunningServer, tmp_path: Path,
     assert main(["--server", server.address, "generate", "--seconds", "1", "-o", str(tmp_path / "o.mp3")]) == 2
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_generating(server: RunningServer, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    def generate_calls() -> float:
+        return sum(server.metrics.registry.get_sample_value("wavenet_requests_total",
+                                                            {"method": "Generate", "code": code}) or 0.0
+                   for code in ("OK", "CANCELLED", "INVALID_ARGUMENT"))
+
+    before = generate_calls()
+    missing = tmp_path / "no-such-folder" / "x.wav"
+    assert main(["--server", server.address, "generate", "--seconds", "0.2", "-o", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"wavenet-client: cannot write {missing}: no folder {missing.parent}"
+    assert generate_calls() == before  # refused before any call
+
+
+def test_a_failed_write_is_one_line_and_exit_2(server: RunningServer, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sf, "write", full_disk)
+    out = tmp_path / "x.wav"
+    assert main(["--server", server.address, "--quiet", "generate", "--seconds", "0.2", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wavenet-client: cannot write {out}: ") and "No space left" in err
+    assert "Traceback" not in err
+
+
+def test_negative_seed_or_speaker_is_a_usage_error_naming_the_option(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    for option in ("--seed", "--speaker"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["generate", "--seconds", "1", option, "-3", "-o", str(tmp_path / "x.wav")])
+        assert exit_.value.code == 2
+        assert f"argument {option}: must be >= 0, got -3" in capsys.readouterr().err
+
+
+def test_an_error_after_the_progress_bar_starts_gets_a_line_of_its_own(server: RunningServer, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", server.address, "generate", "--seconds", "-1", "-o", str(tmp_path / "x.wav")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("wavenet-client: INVALID_ARGUMENT: seconds")
+
+
+def test_an_unknown_model_is_named_without_quotes(server: RunningServer, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", server.address, "generate", "--seconds", "1", "--model", "nope",
+                 "-o", str(tmp_path / "x.wav")]) == 2
+    assert capsys.readouterr().err.startswith("wavenet-client: no model named 'nope' (have tiny")
+
+
 def test_library_feature_spec_round_trips_and_synthesize_streams(server: RunningServer) -> None:
     with WaveNetClient(server.address) as client:
         info = client.model()
