@@ -79,6 +79,9 @@ def frame_limit(limits: Limits, mel: MelSpec | None) -> int:
     return min(limits.max_frames, int(limits.max_seconds * mel.sample_rate) // mel.hop)
 
 
+CHUNK_OVERHEAD_BYTES = 256  # an AudioChunk's fields besides the audio, the summary included, with room to spare
+
+
 def chunk_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits, encoding: Encoding,
                   field: str) -> int:
     """Samples per AudioChunk: the request's (within the limits) or the default."""
@@ -92,9 +95,6 @@ def chunk_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits,
         raise InvalidField(field, f"{chunk} samples of {pb.AudioEncoding.Name(encoding)} would not fit the server's "
                                   f"{limits.max_message_bytes}-byte messages")
     return chunk
-
-
-CHUNK_OVERHEAD_BYTES = 256  # an AudioChunk's fields besides the audio, the summary included, with room to spare
 
 
 def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, streamed: bool, seed: int,
@@ -129,9 +129,9 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
             raise InvalidField(f"{prefix}prime.data", f"longer than {limits.max_prime_seconds:g} s")
         prime = emphasis.encode(audio, cfg.preemphasis, cfg.classes) if len(audio) else None
         prime_last = float(audio[-1]) if len(audio) else 0.0
-    if prime is not None and (frames is not None or streamed):
-        assert cfg.mel is not None
-        if frames is not None and not frames_cover_prime(len(frames), cfg.mel.hop, len(prime)):
+    if prime is not None and frames is not None:
+        assert cfg.mel is not None  # frames_of refused features for a model without them
+        if not frames_cover_prime(len(frames), cfg.mel.hop, len(prime)):
             raise InvalidField(f"{prefix}prime", "the prime must be shorter than the audio the features cover")
     stream = StreamConfig(speaker=speaker, temperature=temperature, seed=seed, length=length, features=uses_features)
     return Request(stream=stream, prime=prime, prime_last=prime_last, frames=frames, encoding=encoding,
