@@ -61,6 +61,18 @@ def test_validation_is_fp32_when_training_in_bf16(data: Path, tmp_path: Path) ->
     assert mean_loss(bf16=True) != mean_loss(bf16=False)  # the precision would show
 
 
+def test_the_validation_windows_do_not_depend_on_the_training_batch_size(data: Path) -> None:
+    from models.train import load_split, validation_batches
+
+    valid = load_split(data, "valid")
+
+    def windows(batch_size: int) -> torch.Tensor:
+        tc = dataclasses.replace(TC, batch_size=batch_size, valid_examples=8)
+        return torch.cat([b["inputs"] for b in validation_batches(valid, CFG, tc)])
+
+    assert windows(4).shape[0] == 8 and torch.equal(windows(4), windows(8)) and torch.equal(windows(4), windows(1))
+
+
 def test_a_new_run_standardises_frames_with_the_training_data(data: Path, tmp_path: Path) -> None:
     from models.train import load_split
     from models.wavenet import frame_stats
