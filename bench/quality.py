@@ -42,10 +42,18 @@ MCD_ORDER = 24  # mel-cepstral coefficients c1..c24 (c0, the level, excluded)
 GL_ITERATIONS = 64
 GL_MOMENTUM = 0.99  # fast Griffin-Lim (Perraudin et al. 2013), as librosa's default; 0 is the classic algorithm
 CHUNK = 4000  # generation steps per call: new streams join between calls
+F0_RANGE = (60.0, 400.0)  # Hz searched for the period: adult speech
+F0_STEP = 0.010  # s between pitch frames
+F0_WINDOW = 0.025  # s integrated per lag (YIN's window: over one period of the lowest F0)
+YIN_THRESHOLD = 0.15  # the first lag whose normalised difference dips below this is the period (de Cheveigné 2002)
+VOICED_BELOW = 0.25  # a frame is voiced where the normalised difference at its period is below this ...
+SILENCE_DB = -40.0  # ... and its level is within this of the clip's loudest frame
+SILENCE_DBFS = -70.0  # ... and above this absolute level (digital silence is not voiced)
+GPE_TOLERANCE = 0.2  # a gross pitch error: F0 off by more than 20 %
 
 METHODS = {"model": "model (vocoded)", "mulaw_copy": "μ-law 8-bit copy", "emphasis_copy": "μ-law copy, pre-emphasis",
            "griffin_lim": "Griffin-Lim"}
-METRICS = ("pesq_wb", "mcd_db", "log_mel_distance")
+METRICS = ("pesq_wb", "mcd_db", "log_mel_distance", "gpe", "vde")
 DEFINITIONS = {
     "pesq_wb": "ITU-T P.862.2 wide-band PESQ (MOS-LQO) of the output against the original at 16 kHz (`pesq` "
     "package; other rates are resampled with soxr first); mean over clips",
@@ -55,6 +63,13 @@ DEFINITIONS = {
     "frames of a clip, then mean over clips",
     "log_mel_distance": "RMS over all frames and bands of log_mel(output) - log_mel(original) (natural log, "
     "models.features.log_mel recomputed from each waveform); mean over clips",
+    "gpe": f"gross pitch error: of the {F0_STEP * 1000:g} ms frames voiced in both the output and the original, the "
+    f"fraction whose F0 differs by more than {GPE_TOLERANCE:.0%}; F0 and voicing by YIN ({F0_RANGE[0]:g}-"
+    f"{F0_RANGE[1]:g} Hz, threshold {YIN_THRESHOLD}, voiced where the normalised difference at the period is below "
+    f"{VOICED_BELOW} and the level within {-SILENCE_DB:g} dB of the clip's loudest frame and above {SILENCE_DBFS:g} "
+    "dBFS); mean over clips",
+    "vde": "voicing decision error: the fraction of all frames voiced in one of the output and the original but not "
+    "the other (the same YIN); mean over clips",
 }
 
 
@@ -168,6 +183,56 @@ def log_mel_distance(reference: np.ndarray, output: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(reference, np.float64) - np.asarray(output, np.float64)) ** 2)))
 
 
+def yin(wav: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(F0 in Hz, voiced) per F0_STEP frame of `wav` by YIN (de Cheveigné & Kawahara 2002), without interpolation.
+
+    Frame i integrates F0_WINDOW seconds from sample i * step against the same window `lag` samples later; the
+    period is the first lag in F0_RANGE where the cumulative-mean-normalised difference d' dips below
+    YIN_THRESHOLD (the bottom of that dip), or else where d' is least in range. F0 is 0 where a frame is unvoiced.
+    """
+    wav = np.asarray(wav, np.float64)
+    step, window = round(F0_STEP * rate), round(F0_WINDOW * rate)
+    lo, hi = int(rate / F0_RANGE[1]), int(math.ceil(rate / F0_RANGE[0]))
+    count = max(0, (len(wav) - window - hi) // step + 1)
+    if count == 0:
+        return np.zeros(0), np.zeros(0, bool)
+    span = np.lib.stride_tricks.sliding_window_view(wav, window + hi)[::step][:count]  # (count, window + hi)
+    n = 1 << int(math.ceil(math.log2(2 * window + hi)))
+    cross = np.fft.irfft(np.conj(np.fft.rfft(span[:, :window], n)) * np.fft.rfft(span, n), n)[:, : hi + 1]
+    energy = np.concatenate([np.zeros((count, 1)), np.cumsum(span**2, axis=1)], axis=1)
+    shifted = energy[:, window : window + hi + 1] - energy[:, : hi + 1]  # sum of squares of the window at each lag
+    diff = np.maximum(shifted[:, :1] + shifted - 2 * cross, 0.0)  # d(lag), lag 0..hi
+    lags = np.arange(1, hi + 1)
+    normalised = diff[:, 1:] * lags / np.maximum(np.cumsum(diff[:, 1:], axis=1), 1e-12)  # d'(lag), lag 1..hi
+    periods = np.empty(count, int)
+    for i, row in enumerate(normalised[:, lo - 1 :]):
+        below = np.flatnonzero(row < YIN_THRESHOLD)
+        if below.size == 0:
+            periods[i] = int(np.argmin(row))
+            continue
+        k = int(below[0])
+        while k + 1 < row.size and row[k + 1] < row[k]:  # down to the bottom of the dip
+            k += 1
+        periods[i] = k
+    aperiodicity = normalised[np.arange(count), lo - 1 + periods]
+    level = 10 * np.log10(shifted[:, 0] / window + 1e-12)
+    voiced = (aperiodicity < VOICED_BELOW) & (level > max(level.max() + SILENCE_DB, SILENCE_DBFS))
+    return np.where(voiced, rate / (lo + periods), 0.0), voiced
+
+
+def pitch_errors(reference: np.ndarray, output: np.ndarray, rate: int) -> tuple[float, float]:
+    """(gross pitch error, voicing decision error) of output against reference (see DEFINITIONS); GPE NaN where no
+    frame is voiced in both."""
+    f_ref, v_ref = yin(reference, rate)
+    f_out, v_out = yin(output, rate)
+    count = min(len(f_ref), len(f_out))
+    f_ref, v_ref, f_out, v_out = f_ref[:count], v_ref[:count], f_out[:count], v_out[:count]
+    both = v_ref & v_out
+    gpe = float(np.mean(np.abs(f_out[both] / f_ref[both] - 1.0) > GPE_TOLERANCE)) if both.any() else math.nan
+    vde = float(np.mean(v_ref != v_out)) if count else math.nan
+    return gpe, vde
+
+
 def pesq_wb(reference: np.ndarray, output: np.ndarray, rate: int) -> float:
     """Wide-band PESQ of output against reference; NaN where PESQ finds no speech in the reference (or fails)."""
     from pesq import PesqError, pesq  # imported here: the dev extra installs it
@@ -185,10 +250,13 @@ def scores(original: np.ndarray, output: np.ndarray, reference_frames: np.ndarra
            pesq: bool = True) -> dict[str, float]:
     """The three metrics of one output waveform against the original (reference_frames: log_mel of the original)."""
     frames = log_mel(output, spec)
+    gpe, vde = pitch_errors(original, output, spec.sample_rate)
     return {
         "pesq_wb": pesq_wb(original, output, spec.sample_rate) if pesq else math.nan,
         "mcd_db": mcd_db(reference_frames, frames),
         "log_mel_distance": log_mel_distance(reference_frames, frames),
+        "gpe": gpe,
+        "vde": vde,
     }
 
 
@@ -411,12 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     if "emphasis_copy" in methods:
         labels["emphasis_copy"] = f"{METHODS['emphasis_copy']} {preemphasis:g}"
     width = max(len(v) for v in labels.values())
-    print(f"{'':<{width}}  {'PESQ-wb':>8}  {'MCD (dB)':>9}  {'log-mel dist':>12}")
+    print(f"{'':<{width}}  {'PESQ-wb':>8}  {'MCD (dB)':>9}  {'log-mel dist':>12}  {'GPE':>6}  {'VDE':>6}")
     for m in methods:
         r = result[m]
         assert isinstance(r, dict)
         print(f"{labels[m]:<{width}}  {_fmt(r['pesq_wb'], 2):>8}  {_fmt(r['mcd_db'], 2):>9}  "
-              f"{_fmt(r['log_mel_distance'], 3):>12}")
+              f"{_fmt(r['log_mel_distance'], 3):>12}  {_fmt(r['gpe'], 3):>6}  {_fmt(r['vde'], 3):>6}")
     for k, text in DEFINITIONS.items():
         print(f"{k}: {text}")
     print(json.dumps(result, ensure_ascii=False))

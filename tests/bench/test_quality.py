@@ -19,8 +19,10 @@ from bench.quality import (
     log_mel_distance,
     main,
     mcd_db,
+    pitch_errors,
     stft,
     vocode,
+    yin,
 )
 from models.emphasis import Decoder
 from models.features import MelSpec, log_mel, magnitudes
@@ -123,3 +125,38 @@ def test_mcd_ignores_level_and_grows_with_spectral_change() -> None:
     assert mcd_db(frames, frames + 1.5) == pytest.approx(0.0, abs=1e-6)  # c0 (level) excluded
     tilt = np.linspace(0.0, 1.0, SPEC.n_mels)[None, :]
     assert 0.0 < mcd_db(frames, frames + 0.5 * tilt) < mcd_db(frames, frames + tilt)
+
+
+def harmonics(seconds: float, f0: float, weights: tuple[float, ...], rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return 0.3 * sum(w * np.sin(2 * np.pi * (k + 1) * f0 * t) for k, w in enumerate(weights))
+
+
+@pytest.mark.parametrize("f0", [80.0, 150.0, 210.0, 330.0])
+def test_yin_finds_the_fundamental_not_an_octave(f0: float) -> None:
+    wav = harmonics(1.0, f0, (0.4, 1.0, 0.6))  # a weak fundamental under a strong second harmonic
+    found, voiced = yin(wav, 16000)
+    assert len(found) >= 90 and voiced.all()
+    assert np.abs(found / f0 - 1).max() < 0.03  # the period to the sample, without interpolation
+
+
+def test_yin_calls_noise_and_near_silence_unvoiced() -> None:
+    rng = np.random.default_rng(0)
+    assert yin(0.1 * rng.normal(size=16000), 16000)[1].mean() < 0.05
+    quiet = harmonics(1.0, 120.0, (1.0, 0.5))
+    quiet[8000:] *= 10 ** (-60 / 20)  # 60 dB down: below the silence floor
+    f0, voiced = yin(quiet, 16000)
+    assert voiced[:44].all() and not voiced[50:].any() and (f0[50:] == 0).all()  # frame i starts at 10 i ms
+
+
+def test_pitch_errors_count_wrong_f0_and_wrong_voicing() -> None:
+    a = harmonics(1.0, 150.0, (1.0, 0.5, 0.3))
+    assert pitch_errors(a, a, 16000) == (0.0, 0.0)
+    assert pitch_errors(a, harmonics(1.0, 155.0, (1.0, 0.5, 0.3)), 16000) == (0.0, 0.0)  # 3 %: not gross
+    gpe, vde = pitch_errors(a, harmonics(1.0, 200.0, (1.0, 0.5, 0.3)), 16000)
+    assert gpe == 1.0 and vde == 0.0
+    half = a.copy()
+    half[8000:] = 0.1 * np.random.default_rng(1).normal(size=8000)  # the second half turned to noise
+    gpe, vde = pitch_errors(a, half, 16000)
+    assert gpe == 0.0 and 0.4 < vde < 0.6
+    assert np.isnan(pitch_errors(a, np.zeros_like(a), 16000)[0])  # nothing voiced in both
