@@ -70,6 +70,9 @@ DEFINITIONS = {
     "dBFS); mean over clips",
     "vde": "voicing decision error: the fraction of all frames voiced in one of the output and the original but not "
     "the other (the same YIN); mean over clips",
+    "frames_pitch_gpe": "GPE of an F0 read from the frames alone (the peak, at lags in the same range, of the "
+    "autocorrelation of the power spectrum through the filterbank's pseudo-inverse) against YIN on the original, over "
+    "the original's voiced frames: how much of the pitch the frames carry; mean over clips",
 }
 
 
@@ -231,6 +234,25 @@ def pitch_errors(reference: np.ndarray, output: np.ndarray, rate: int) -> tuple[
     gpe = float(np.mean(np.abs(f_out[both] / f_ref[both] - 1.0) > GPE_TOLERANCE)) if both.any() else math.nan
     vde = float(np.mean(v_ref != v_out)) if count else math.nan
     return gpe, vde
+
+
+def frame_f0(frames: np.ndarray, spec: MelSpec) -> np.ndarray:
+    """F0 in Hz per log-mel frame from the frames alone: the peak, at lags in F0_RANGE, of the autocorrelation of the
+    power spectrum through the filterbank's pseudo-inverse (no voicing decision)."""
+    lo, hi = int(spec.sample_rate / F0_RANGE[1]), int(math.ceil(spec.sample_rate / F0_RANGE[0]))
+    autocorrelation = np.fft.irfft(mel_to_magnitudes(frames, spec) ** 2, n=spec.n_fft, axis=1)[:, lo : hi + 1]
+    return spec.sample_rate / (lo + np.argmax(autocorrelation, axis=1))
+
+
+def frames_gpe(original: np.ndarray, frames: np.ndarray, spec: MelSpec) -> float:
+    """Gross pitch error of frame_f0 against YIN on the original, over the original's voiced frames: how much of the
+    pitch the frames carry. NaN where no frame is voiced."""
+    f_ref, voiced = yin(original, spec.sample_rate)
+    centres = np.arange(len(f_ref)) * round(F0_STEP * spec.sample_rate) + round(F0_WINDOW * spec.sample_rate) // 2
+    f_frames = frame_f0(frames, spec)[np.minimum(centres // spec.hop, len(frames) - 1)]
+    if not voiced.any():
+        return math.nan
+    return float(np.mean(np.abs(f_frames[voiced] / f_ref[voiced] - 1.0) > GPE_TOLERANCE))
 
 
 def pesq_wb(reference: np.ndarray, output: np.ndarray, rate: int) -> float:
@@ -426,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     gl_wall = time.perf_counter() - gl_start
 
     per_clip: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    pitch_in_frames = []
     for clip in clips:
         reference_frames = log_mel(clip.audio, spec)
+        pitch_in_frames.append(frames_gpe(clip.audio, clip.frames[: clip.n_frames], spec))
         for m in methods:
             per_clip[m].append(scores(clip.audio, outputs[m][clip.index], reference_frames, spec))
         if args.per_clip:
@@ -451,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         unscored = sum(math.isnan(s["pesq_wb"]) for s in per_clip[m])
         if unscored:
             result[m]["pesq_unscored_clips"] = unscored  # type: ignore[index]
+    frames_pitch = _mean(pitch_in_frames)
     wall = time.perf_counter() - started
     result.update({
         "split": args.split, "clips_in_split": total,
@@ -460,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": args.temperature, "seed": args.seed,
         "griffin_lim_iterations": args.gl_iterations, "griffin_lim_momentum": args.gl_momentum,
         "wall_s": round(wall, 1), "generation_s": round(gen_wall, 1), "griffin_lim_s": round(gl_wall, 1),
+        "frames_pitch_gpe": frames_pitch,
         "definitions": DEFINITIONS,
         "command": shlex.join(["python", "bench/quality.py", *argv]),
     })
@@ -485,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(r, dict)
         print(f"{labels[m]:<{width}}  {_fmt(r['pesq_wb'], 2):>8}  {_fmt(r['mcd_db'], 2):>9}  "
               f"{_fmt(r['log_mel_distance'], 3):>12}  {_fmt(r['gpe'], 3):>6}  {_fmt(r['vde'], 3):>6}")
+    print(f"pitch read from the frames alone: GPE {_fmt(frames_pitch, 3)} (frames_pitch_gpe)")
     for k, text in DEFINITIONS.items():
         print(f"{k}: {text}")
     print(json.dumps(result, ensure_ascii=False))

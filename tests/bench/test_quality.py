@@ -14,6 +14,8 @@ from bench.quality import (
     METHODS,
     METRICS,
     Clip,
+    frame_f0,
+    frames_gpe,
     griffin_lim,
     istft,
     log_mel_distance,
@@ -64,6 +66,7 @@ def test_report_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert all(isinstance(result[method][k], float) for k in ("mcd_db", "log_mel_distance"))
         assert result[method]["pesq_wb"] is None or 1.0 <= result[method]["pesq_wb"] <= 4.7
     assert result["preemphasis"] == 0.85
+    assert result["frames_pitch_gpe"] is None or 0.0 <= result["frames_pitch_gpe"] <= 1.0
     for label in ("model (vocoded)", "μ-law 8-bit copy", "μ-law copy, pre-emphasis 0.85", "Griffin-Lim (64 it.)"):
         assert label in out
 
@@ -160,3 +163,14 @@ def test_pitch_errors_count_wrong_f0_and_wrong_voicing() -> None:
     gpe, vde = pitch_errors(a, half, 16000)
     assert gpe == 0.0 and 0.4 < vde < 0.6
     assert np.isnan(pitch_errors(a, np.zeros_like(a), 16000)[0])  # nothing voiced in both
+
+
+@pytest.mark.parametrize("f0", [100.0, 170.0, 260.0])
+def test_the_pitch_read_from_log_mel_frames(f0: float) -> None:
+    wav = harmonics(1.0, f0, (1.0, 0.7, 0.5, 0.3))
+    frames = log_mel(wav.astype(np.float32), SPEC)
+    found = frame_f0(frames, SPEC)[4:-4]  # away from the zero padding at the ends
+    assert np.abs(found / f0 - 1).max() < 0.03
+    assert frames_gpe(wav, frames, SPEC) == 0.0
+    other = log_mel(harmonics(1.0, f0 * 1.5, (1.0, 0.7, 0.5, 0.3)).astype(np.float32), SPEC)
+    assert frames_gpe(wav, other, SPEC) > 0.9
