@@ -186,6 +186,11 @@ def log_mel_distance(reference: np.ndarray, output: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(reference, np.float64) - np.asarray(output, np.float64)) ** 2)))
 
 
+def lag_range(rate: int) -> tuple[int, int]:
+    """The shortest and longest period searched, in samples: F0_RANGE at `rate`."""
+    return int(rate / F0_RANGE[1]), int(math.ceil(rate / F0_RANGE[0]))
+
+
 def yin(wav: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """(F0 in Hz, voiced) per F0_STEP frame of `wav` by YIN (de Cheveigné & Kawahara 2002), without interpolation.
 
@@ -195,7 +200,7 @@ def yin(wav: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """
     wav = np.asarray(wav, np.float64)
     step, window = round(F0_STEP * rate), round(F0_WINDOW * rate)
-    lo, hi = int(rate / F0_RANGE[1]), int(math.ceil(rate / F0_RANGE[0]))
+    lo, hi = lag_range(rate)
     count = max(0, (len(wav) - window - hi) // step + 1)
     if count == 0:
         return np.zeros(0), np.zeros(0, bool)
@@ -239,7 +244,7 @@ def pitch_errors(reference: np.ndarray, output: np.ndarray, rate: int) -> tuple[
 def frame_f0(frames: np.ndarray, spec: MelSpec) -> np.ndarray:
     """F0 in Hz per log-mel frame from the frames alone: the peak, at lags in F0_RANGE, of the autocorrelation of the
     power spectrum through the filterbank's pseudo-inverse (no voicing decision)."""
-    lo, hi = int(spec.sample_rate / F0_RANGE[1]), int(math.ceil(spec.sample_rate / F0_RANGE[0]))
+    lo, hi = lag_range(spec.sample_rate)
     autocorrelation = np.fft.irfft(mel_to_magnitudes(frames, spec) ** 2, n=spec.n_fft, axis=1)[:, lo : hi + 1]
     return spec.sample_rate / (lo + np.argmax(autocorrelation, axis=1))
 
