@@ -191,7 +191,10 @@ def lag_range(rate: int) -> tuple[int, int]:
     return int(rate / F0_RANGE[1]), int(math.ceil(rate / F0_RANGE[0]))
 
 
-def yin(wav: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+Pitch = tuple[np.ndarray, np.ndarray]  # yin()'s (F0 in Hz, 0 where unvoiced; voiced) per frame
+
+
+def yin(wav: np.ndarray, rate: int) -> Pitch:
     """(F0 in Hz, voiced) per F0_STEP frame of `wav` by YIN (de Cheveigné & Kawahara 2002), without interpolation.
 
     Frame i integrates F0_WINDOW seconds from sample i * step against the same window `lag` samples later; the
@@ -228,17 +231,18 @@ def yin(wav: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(voiced, rate / (lo + periods), 0.0), voiced
 
 
-def pitch_errors(reference: np.ndarray, output: np.ndarray, rate: int) -> tuple[float, float]:
-    """(gross pitch error, voicing decision error) of output against reference (see DEFINITIONS); GPE NaN where no
-    frame is voiced in both."""
-    f_ref, v_ref = yin(reference, rate)
-    f_out, v_out = yin(output, rate)
-    count = min(len(f_ref), len(f_out))
-    f_ref, v_ref, f_out, v_out = f_ref[:count], v_ref[:count], f_out[:count], v_out[:count]
+def gross_error_rate(f0: np.ndarray, reference_f0: np.ndarray) -> float:
+    """The fraction of frames whose F0 is off the reference's by more than GPE_TOLERANCE; NaN for no frames."""
+    return float(np.mean(np.abs(f0 / reference_f0 - 1.0) > GPE_TOLERANCE)) if len(f0) else math.nan
+
+
+def pitch_errors(reference: Pitch, output: Pitch) -> tuple[float, float]:
+    """(gross pitch error, voicing decision error) of output's yin() track against the reference's (see
+    DEFINITIONS); GPE NaN where no frame is voiced in both."""
+    count = min(len(reference[0]), len(output[0]))
+    (f_ref, v_ref), (f_out, v_out) = ((f[:count], v[:count]) for f, v in (reference, output))
     both = v_ref & v_out
-    gpe = float(np.mean(np.abs(f_out[both] / f_ref[both] - 1.0) > GPE_TOLERANCE)) if both.any() else math.nan
-    vde = float(np.mean(v_ref != v_out)) if count else math.nan
-    return gpe, vde
+    return gross_error_rate(f_out[both], f_ref[both]), float(np.mean(v_ref != v_out)) if count else math.nan
 
 
 def frame_f0(frames: np.ndarray, spec: MelSpec) -> np.ndarray:
@@ -249,15 +253,13 @@ def frame_f0(frames: np.ndarray, spec: MelSpec) -> np.ndarray:
     return spec.sample_rate / (lo + np.argmax(autocorrelation, axis=1))
 
 
-def frames_gpe(original: np.ndarray, frames: np.ndarray, spec: MelSpec) -> float:
-    """Gross pitch error of frame_f0 against YIN on the original, over the original's voiced frames: how much of the
+def frames_gpe(reference: Pitch, frames: np.ndarray, spec: MelSpec) -> float:
+    """Gross pitch error of frame_f0 against the original's yin() track, over its voiced frames: how much of the
     pitch the frames carry. NaN where no frame is voiced."""
-    f_ref, voiced = yin(original, spec.sample_rate)
+    f_ref, voiced = reference
     centres = np.arange(len(f_ref)) * round(F0_STEP * spec.sample_rate) + round(F0_WINDOW * spec.sample_rate) // 2
     f_frames = frame_f0(frames, spec)[np.minimum(centres // spec.hop, len(frames) - 1)]
-    if not voiced.any():
-        return math.nan
-    return float(np.mean(np.abs(f_frames[voiced] / f_ref[voiced] - 1.0) > GPE_TOLERANCE))
+    return gross_error_rate(f_frames[voiced], f_ref[voiced])
 
 
 def pesq_wb(reference: np.ndarray, output: np.ndarray, rate: int) -> float:
@@ -273,11 +275,12 @@ def pesq_wb(reference: np.ndarray, output: np.ndarray, rate: int) -> float:
         return math.nan
 
 
-def scores(original: np.ndarray, output: np.ndarray, reference_frames: np.ndarray, spec: MelSpec,
-           pesq: bool = True) -> dict[str, float]:
-    """The three metrics of one output waveform against the original (reference_frames: log_mel of the original)."""
+def scores(original: np.ndarray, output: np.ndarray, reference_frames: np.ndarray, reference_pitch: Pitch,
+           spec: MelSpec, pesq: bool = True) -> dict[str, float]:
+    """The METRICS of one output waveform against the original (reference_frames: log_mel of the original,
+    reference_pitch: its yin())."""
     frames = log_mel(output, spec)
-    gpe, vde = pitch_errors(original, output, spec.sample_rate)
+    gpe, vde = pitch_errors(reference_pitch, yin(output, spec.sample_rate))
     return {
         "pesq_wb": pesq_wb(original, output, spec.sample_rate) if pesq else math.nan,
         "mcd_db": mcd_db(reference_frames, frames),
@@ -455,10 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     per_clip: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     pitch_in_frames = []
     for clip in clips:
-        reference_frames = log_mel(clip.audio, spec)
-        pitch_in_frames.append(frames_gpe(clip.audio, clip.frames[: clip.n_frames], spec))
+        reference_frames, reference_pitch = log_mel(clip.audio, spec), yin(clip.audio, spec.sample_rate)
+        pitch_in_frames.append(frames_gpe(reference_pitch, clip.frames[: clip.n_frames], spec))
         for m in methods:
-            per_clip[m].append(scores(clip.audio, outputs[m][clip.index], reference_frames, spec))
+            per_clip[m].append(scores(clip.audio, outputs[m][clip.index], reference_frames, reference_pitch, spec))
         if args.per_clip:
             cells = "  ".join(f"{m} " + " ".join(_fmt(v, 3) if not math.isnan(v) else "n/a"
                                                   for v in per_clip[m][-1].values()) for m in methods)
