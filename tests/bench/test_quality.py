@@ -79,6 +79,8 @@ def test_report_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert result["emphasis_copy"]["log_mel_distance"] < result["mulaw_copy"]["log_mel_distance"]  # shaped noise
     assert result["mulaw_copy"]["log_mel_distance"] < result["model"]["log_mel_distance"]
     assert result["mulaw_copy"]["pesq_wb"] > result["model"]["pesq_wb"]
+    assert result["mulaw_copy"]["gpe"] == 0.0 and result["mulaw_copy"]["vde"] < 0.05  # the copy keeps the pitch
+    assert result["model"]["vde"] > 0.5  # an untrained model's noise is not voiced where the original is
     assert result["griffin_lim"]["log_mel_distance"] < 0.25 * noise
 
     written = sorted(p.name for p in examples.iterdir())
