@@ -1,0 +1,121 @@
+"""Training speed: one optimizer step of the default model's shape, eager against torch.compile, on any device.
+
+Each arm builds a fresh model and times the step `wavenet-train` runs (forward and loss under bf16 autocast, backward,
+gradient clip, AdamW, EMA update, the loss read back), on a fixed random batch of the real shapes; one arm leaves out
+everything after the backward pass. The first step (cuDNN's search, compilation) is reported apart. Prints a table,
+then one JSON line with the speed of each arm relative to the eager step. Run:
+python bench/train_step.py [--device cuda] [--batch 32] [--window 8000] [--arms eager,compiled] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+
+from models.features import MelSpec
+from models.train import TrainConfig, loss_bits, optimizer_step
+from models.wavenet import WaveNet, WaveNetConfig, frame_context
+
+DEFAULT = WaveNetConfig(speakers=5, mel=MelSpec(), preemphasis=0.85)  # the default model's shape
+ARMS = ("eager", "forward-backward", "compiled")
+
+
+def random_batch(cfg: WaveNetConfig, batch: int, window: int, device: torch.device) -> dict[str, torch.Tensor]:
+    assert cfg.mel is not None
+    left, right = frame_context(cfg)
+    g = torch.Generator().manual_seed(0)
+    return {
+        "inputs": torch.randint(0, cfg.classes, (batch, window), generator=g).to(device),
+        "targets": torch.randint(0, cfg.classes, (batch, window), generator=g).to(device),
+        "frames": torch.randn(batch, cfg.mel.n_mels, window // cfg.mel.hop + left + right, generator=g).to(device),
+        "speaker": torch.randint(0, cfg.speakers, (batch,), generator=g).to(device),
+        "free": (torch.rand(batch, generator=g) < 0.1).to(device),
+    }
+
+
+def make_step(arm: str, cfg: WaveNetConfig, batch: dict[str, torch.Tensor], device: torch.device) -> Callable[[], None]:
+    """The training step of one arm: wavenet-train's own (models.train.optimizer_step, the loss read back as the
+    trainer does), or its forward and backward passes alone."""
+    torch.manual_seed(0)
+    model = WaveNet(cfg).to(device).train()
+    ema = copy.deepcopy(model).eval()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    forward = torch.compile(model) if arm == "compiled" else model
+    tc = dataclasses.replace(TrainConfig(), bf16=True)
+
+    def step() -> None:
+        if arm == "forward-backward":
+            optimizer.zero_grad(set_to_none=True)
+            loss_bits(forward, cfg, batch, batch["free"], bf16=True).backward()
+        else:
+            float(optimizer_step(forward, model, ema, optimizer, batch, tc, tc.steps).detach())
+
+    return step
+
+
+def seconds(step: Callable[[], None], reps: int, device: torch.device) -> tuple[float, float]:
+    """(the first step, the mean of `reps` steps after 3 warm-up steps), in seconds."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    start = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - start
+    for _ in range(3):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(reps):
+        step()
+    sync()
+    return first, (time.perf_counter() - start) / reps
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=32, help="windows per step (wavenet-train --batch-size)")
+    p.add_argument("--window", type=int, default=8000, help="samples per window")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
+    p.add_argument("--reps", type=int, default=30, help="timed steps per arm")
+    p.add_argument("--quick", action="store_true", help="batch 2, 1,600-sample windows, 3 steps (smoke test)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch, args.window, args.reps = 2, 1600, 3
+    arms = args.arms.split(",")
+    if unknown := [a for a in arms if a not in ARMS]:
+        p.error(f"--arms: unknown {', '.join(unknown)} (have {', '.join(ARMS)})")
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    batch = random_batch(DEFAULT, args.batch, args.window, device)
+    samples = args.batch * args.window
+
+    measured = {arm: seconds(make_step(arm, DEFAULT, batch, device), args.reps, device) for arm in arms}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads; default model shape; "
+          f"batch {args.batch} x {args.window} samples, bf16 autocast; {args.reps} timed steps per arm")
+    print(f"{'arm':<18} {'first step (s)':>14} {'step (ms)':>10} {'M samples/s':>12} {'vs eager':>9}")
+    base = measured.get("eager", next(iter(measured.values())))[1]
+    for arm, (first, step) in measured.items():
+        print(f"{arm:<18} {first:>14.1f} {1000 * step:>10.2f} {samples / step / 1e6:>12.3f} {base / step:>8.2f}x")
+    print(json.dumps({
+        "device": name, "batch": args.batch, "window": args.window,
+        "step_ms": {arm: round(1000 * s, 3) for arm, (_, s) in measured.items()},
+        "first_step_s": {arm: round(f, 2) for arm, (f, _) in measured.items()},
+        "samples_per_s": {arm: round(samples / s) for arm, (_, s) in measured.items()},
+        "speed_vs_eager": {arm: round(base / s, 3) for arm, (_, s) in measured.items()},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
