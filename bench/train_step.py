@@ -27,7 +27,7 @@ DEFAULT = WaveNetConfig(speakers=5, mel=MelSpec(), preemphasis=0.85)  # the defa
 ARMS = ("eager", "forward-backward", "compiled")
 
 
-def random_batch(cfg: WaveNetConfig, batch: int, window: int, device: torch.device) -> dict[str, torch.Tensor]:
+def synthetic_batch(cfg: WaveNetConfig, batch: int, window: int, device: torch.device) -> dict[str, torch.Tensor]:
     assert cfg.mel is not None
     left, right = frame_context(cfg)
     g = torch.Generator().manual_seed(0)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--arms: unknown {', '.join(unknown)} (have {', '.join(ARMS)})")
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
-    batch = random_batch(DEFAULT, args.batch, args.window, device)
+    batch = synthetic_batch(DEFAULT, args.batch, args.window, device)
     samples = args.batch * args.window
 
     measured = {arm: seconds(make_step(arm, DEFAULT, batch, device), args.reps, device) for arm in arms}
