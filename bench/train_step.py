@@ -1,10 +1,11 @@
-"""Training speed: one optimizer step of the default model's shape, eager against torch.compile, on any device.
+"""Training speed: one optimizer step of a model's shape (the bundled one's by default), eager against torch.compile.
 
 Each arm builds a fresh model and times the step `wavenet-train` runs (forward and loss under bf16 autocast, backward,
 gradient clip, AdamW, EMA update, the loss read back), on a fixed random batch of the real shapes; one arm leaves out
 everything after the backward pass. The first step (cuDNN's search, compilation) is reported apart. Prints a table,
 then one JSON line with the speed of each arm relative to the eager step. Run:
-python bench/train_step.py [--device cuda] [--batch 32] [--window 8000] [--arms eager,compiled] [--quick]
+python bench/train_step.py [--model models/default.pt] [--device cuda] [--batch 32] [--window 8000]
+    [--arms eager,compiled] [--quick]
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from collections.abc import Callable
 
 import torch
 
-from models.features import MelSpec
 from models.train import TrainConfig, loss_bits, optimizer_step
-from models.wavenet import WaveNet, WaveNetConfig, frame_context
+from models.wavenet import WaveNet, WaveNetConfig, frame_context, load_checkpoint
 
-DEFAULT = WaveNetConfig(speakers=5, mel=MelSpec(), preemphasis=0.85)  # the default model's shape
 ARMS = ("eager", "forward-backward", "compiled")
 
 
@@ -44,7 +43,7 @@ def make_step(arm: str, cfg: WaveNetConfig, batch: dict[str, torch.Tensor], devi
     """The training step of one arm: wavenet-train's own (models.train.optimizer_step, the loss read back as the
     trainer does), or its forward and backward passes alone."""
     torch.manual_seed(0)
-    model = WaveNet(cfg).to(device).train()
+    model = WaveNet(cfg).to(device).train()  # fresh weights: the speed depends on the shape alone
     ema = copy.deepcopy(model).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
     forward = torch.compile(model) if arm == "compiled" else model
@@ -82,6 +81,7 @@ def seconds(step: Callable[[], None], reps: int, device: torch.device) -> tuple[
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="models/default.pt", help="the checkpoint whose shape is timed")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=32, help="windows per step (wavenet-train --batch-size)")
     p.add_argument("--window", type=int, default=8000, help="samples per window")
@@ -96,19 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--arms: unknown {', '.join(unknown)} (have {', '.join(ARMS)})")
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
-    batch = synthetic_batch(DEFAULT, args.batch, args.window, device)
+    cfg = load_checkpoint(args.model).cfg
+    if cfg.mel is None:
+        p.error(f"--model: {args.model} has no mel conditioning (wavenet-train needs it)")
+    batch = synthetic_batch(cfg, args.batch, args.window, device)
     samples = args.batch * args.window
 
-    measured = {arm: seconds(make_step(arm, DEFAULT, batch, device), args.reps, device) for arm in arms}
+    measured = {arm: seconds(make_step(arm, cfg, batch, device), args.reps, device) for arm in arms}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads; default model shape; "
+    print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads; {args.model}'s shape; "
           f"batch {args.batch} x {args.window} samples, bf16 autocast; {args.reps} timed steps per arm")
     print(f"{'arm':<18} {'first step (s)':>14} {'step (ms)':>10} {'M samples/s':>12} {'vs eager':>9}")
     base = measured.get("eager", next(iter(measured.values())))[1]
     for arm, (first, step) in measured.items():
         print(f"{arm:<18} {first:>14.1f} {1000 * step:>10.2f} {samples / step / 1e6:>12.3f} {base / step:>8.2f}x")
     print(json.dumps({
-        "device": name, "batch": args.batch, "window": args.window,
+        "device": name, "model": args.model, "batch": args.batch, "window": args.window,
         "step_ms": {arm: round(1000 * s, 3) for arm, (_, s) in measured.items()},
         "first_step_s": {arm: round(f, 2) for arm, (f, _) in measured.items()},
         "samples_per_s": {arm: round(samples / s) for arm, (_, s) in measured.items()},
