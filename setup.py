@@ -1,12 +1,13 @@
-"""Build of the compiled generator (models/csrc): two variants of one source, chosen at run time (models/fast.py).
+"""Build of the compiled generator (models/csrc): three variants of one source, chosen at run time (models/fast.py).
 
 - models._engine_avx512: -mavx512f/bw/vl/dq -mavx512bf16 -mfma, hand-written AVX-512 kernels, bf16 weights.
+- models._engine_avx2: -mavx2 -mfma, the same kernels in 8 lanes (x86-64-v3 CPUs without AVX-512).
 - models._engine_generic: baseline flags only, plain loops; runs on any CPU.
 
 Run-time dispatch rather than -march=native: the build machine's CPU is not baked in, so a wheel or an image built
-here still runs (on the generic variant) where AVX-512 is missing, and a compiler that lacks the AVX-512 flags only
-loses that variant. Both are optional: if neither compiles the package still installs and the reference Python
-generator runs (with a warning).
+here still runs (on the best variant that CPU has) where AVX-512 is missing, and a compiler that lacks a variant's
+flags only loses that variant. All are optional: if none compiles the package still installs and the reference
+Python generator runs (with a warning).
 """
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
@@ -14,6 +15,7 @@ from setuptools import setup
 
 COMMON = ["-O3", "-ffp-contract=off"]  # no fast-math: results must not depend on the compiler's reassociation
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma"]
+AVX2 = ["-mavx2", "-mfma"]
 QUIET = ["-Wno-maybe-uninitialized"]  # gcc 12 false positive inside its own avx512 headers (_mm512_undefined_ps)
 DEPENDS = ["models/csrc/engine_impl.h"]
 
@@ -23,6 +25,14 @@ ext_modules = [
         ["models/csrc/engine_avx512.cpp"],
         cxx_std=17,
         extra_compile_args=COMMON + AVX512 + QUIET,
+        depends=DEPENDS,
+        optional=True,
+    ),
+    Pybind11Extension(
+        "models._engine_avx2",
+        ["models/csrc/engine_avx2.cpp"],
+        cxx_std=17,
+        extra_compile_args=COMMON + AVX2,
         depends=DEPENDS,
         optional=True,
     ),

@@ -1,7 +1,8 @@
 """Compiled generator speed (models/fast.py) against the reference, on the default model's shape, and bf16's cost.
 
 Measures, in one run: the reference generator (1 stream), the compiled one for 1 stream on 1 thread, and batched
-totals for 1, 4, 8, 16 and 32 streams on 2 threads, each in fp32 and bf16; then the exactness of each precision
+totals for 1, 4, 8, 16 and 32 streams on 2 threads, each in fp32 and bf16; 1 stream on every variant this CPU runs
+(avx512, avx2, generic: each in the precision it defaults to); then the exactness of each precision
 against the reference (teacher-forced logits) and what bf16 does to sampled audio. Every rate is end to end through
 Generator.generate() in chunks of --chunk steps (bias building and bookkeeping included).
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from models.fast import FastGenerator, engine_module
+from models.fast import VARIANTS, FastGenerator, engine_module
 from models.generator import Generator, StreamConfig
 from models.mulaw import SILENCE
 from models.wavenet import WaveNet, WaveNetConfig, load_checkpoint
@@ -189,6 +190,11 @@ def measure(quick: bool, chunk: int, checkpoint: str | None) -> tuple[str, list[
         }
         rows.append((f"fast {precision}, 1 mel-conditioned stream, 1 thread", f"{features[precision]['1']:,.0f}"))
         rows.append((f"fast {precision}, 16 mel-conditioned streams, 2 threads", f"{features[precision]['16']:,.0f}"))
+    by_variant: dict[str, float] = {}
+    for name in (v for v in VARIANTS if engine_module(v) is not None):
+        gen = FastGenerator(model, threads=1, variant=name)  # the precision it defaults to
+        by_variant[name] = rate(gen, 1, seconds, chunk)
+        rows.append((f"variant {name} ({gen.precision}), 1 stream, 1 thread", f"{by_variant[name]:,.0f}"))
 
     # exactness: teacher-forced logits against the reference, on random weights and (optionally) a trained model
     exactness: dict[str, dict[str, float]] = {}
@@ -243,6 +249,7 @@ def measure(quick: bool, chunk: int, checkpoint: str | None) -> tuple[str, list[
         "fast_batched_samples_per_s": batched["bf16"],
         "fast_batched_samples_per_s_by_precision": batched,
         "fast_features_samples_per_s_by_precision": features,  # mel-conditioned streams (feature frames fed live)
+        "fast_samples_per_s_by_variant": by_variant,  # 1 stream, 1 thread, each variant's default precision
         "exactness": exactness,
     }
     return header, rows, result

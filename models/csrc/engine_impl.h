@@ -1,7 +1,7 @@
 // The compiled WaveNet chunk step: every layer, the output head and the sampling for a batch of streams, for a
 // whole chunk of steps, in one call. Included by one small .cpp per instruction-set variant (engine_generic.cpp,
-// engine_avx512.cpp); each is its own Python extension module, so code built for AVX-512 is only ever loaded on a
-// CPU that has it (models/fast.py checks first).
+// engine_avx2.cpp, engine_avx512.cpp); each is its own Python extension module, so code built for AVX2 or AVX-512 is
+// only ever loaded on a CPU that has it (models/fast.py checks first).
 //
 // Exactness: a stream's arithmetic never depends on the other streams of the batch. Each output value is one
 // accumulation chain over k in a fixed order whatever the number of rows blocked together or the thread that runs
@@ -437,12 +437,22 @@ bool cpu_has_avx512_bf16() {
 #endif
 }
 
+bool cpu_has_avx2_fma() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(ENGINE_MODULE, m) {
     m.doc() = "Compiled WaveNet chunk generator (" ENGINE_STR(ENGINE_MODULE) ")";
     m.attr("VARIANT") = kVariant;
     m.def("cpu_has_avx512_bf16", &cpu_has_avx512_bf16, "Whether this CPU (and OS) runs the avx512 variant.");
+    m.def("cpu_has_avx2_fma", &cpu_has_avx2_fma, "Whether this CPU (and OS) runs the avx2 variant.");
     m.def("sample_rows", &sample_rows, "generator.sample(logits, T, uniforms(seeds, positions)), compiled.");
     m.def("uniforms", &uniforms, "generator.uniforms(seeds, positions), compiled.");
     py::class_<Engine>(m, "Engine")

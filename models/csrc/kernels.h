@@ -1,5 +1,6 @@
 // Kernels of the compiled generator, free of Python: weight packing, the matrix-vector products, the gate, the
-// sampling. Included once per instruction-set variant (ENGINE_AVX512 defined or not); all internal linkage.
+// sampling. Included once per instruction-set variant (ENGINE_AVX512, ENGINE_AVX2 or neither: generic); all
+// internal linkage.
 #pragma once
 
 #include <algorithm>
@@ -12,7 +13,7 @@
 #include <stdexcept>
 #include <vector>
 
-#if defined(ENGINE_AVX512)
+#if defined(ENGINE_AVX512) || defined(ENGINE_AVX2)
 #include <immintrin.h>
 #endif
 
@@ -51,7 +52,7 @@ float from_bf16(uint16_t b) {
 }
 
 // A matrix-vector product y = W x + b laid out for output-in-lanes kernels: `mp` outputs (padded to 16) and `k`
-// inputs (padded to even). fp32: w[k][mp]. bf16 (AVX-512 only): pairs w32[k / 2][mp], each 32-bit word holding
+// inputs (padded to even). fp32: w[k][mp]. bf16 (the SIMD variants): pairs w32[k / 2][mp], each 32-bit word holding
 // bf16(W[m][2p]) in its low half and bf16(W[m][2p + 1]) in its high half.
 struct Matrix {
     int mp = 0, k = 0;
@@ -104,6 +105,8 @@ constexpr const char* kVariant = "avx512";
 constexpr int kPrefetchBf16 = 1024;
 constexpr int kPrefetchFp32 = 2048;
 
+constexpr int kVec = 16;  // floats per register: the outputs of one tile
+
 // Rows NR x tiles TG of 16 outputs, starting at tile `tile0`: every (row, output) is one fma chain over k in order.
 template <bool BF16, int NR, int TG>
 inline void mv_tiles(const Matrix& A, int tile0, const float* const* x, float* const* y) {
@@ -144,55 +147,10 @@ inline void mv_tiles(const Matrix& A, int tile0, const float* const* x, float* c
         for (int t = 0; t < TG; ++t) _mm512_storeu_ps(y[r] + (tile0 + t) * kLanes, acc[r][t]);
 }
 
+// Tiles per pass by rows: the NR x TG accumulators and TG weight pairs stay in the 32 registers.
 #ifndef ENGINE_TG
 #define ENGINE_TG 12, 8, 4, 4, 4, 3, 3, 3
 #endif
-constexpr int kMaxTiles[kMaxRows] = {ENGINE_TG};  // tiles per pass by rows: accumulators NR x TG stay in registers
-
-template <bool BF16, int NR, int TG>
-inline void mv_pass(const Matrix& A, int tile0, int tg, const float* const* x, float* const* y) {
-    if constexpr (TG > 1) {
-        if (tg < TG) return mv_pass<BF16, NR, TG - 1>(A, tile0, tg, x, y);
-    }
-    mv_tiles<BF16, NR, TG>(A, tile0, x, y);
-}
-
-// All tiles in passes of near-equal size (12 tiles at most 8 a pass: 6 + 6, not 8 + 4), so that every pass has as
-// many independent chains as the rows allow.
-template <bool BF16, int NR>
-inline void mv_rows(const Matrix& A, const float* const* x, float* const* y) {
-    constexpr int most = kMaxTiles[NR - 1];
-    const int tiles = A.mp / kLanes;
-    const int passes = (tiles + most - 1) / most;
-    int tile0 = 0;
-    for (int i = 0; i < passes; ++i) {
-        const int tg = (tiles - tile0) / (passes - i);
-        mv_pass<BF16, NR, most>(A, tile0, tg, x, y);
-        tile0 += tg;
-    }
-}
-
-template <bool BF16>
-void matvec_impl(const Matrix& A, int nr, const float* const* x, float* const* y) {
-    switch (nr) {
-        case 1: return mv_rows<BF16, 1>(A, x, y);
-        case 2: return mv_rows<BF16, 2>(A, x, y);
-        case 3: return mv_rows<BF16, 3>(A, x, y);
-        case 4: return mv_rows<BF16, 4>(A, x, y);
-        case 5: return mv_rows<BF16, 5>(A, x, y);
-        case 6: return mv_rows<BF16, 6>(A, x, y);
-        case 7: return mv_rows<BF16, 7>(A, x, y);
-        case 8: return mv_rows<BF16, 8>(A, x, y);
-        default: throw std::logic_error("rows per block");
-    }
-}
-
-void matvec(const Matrix& A, int nr, const float* const* x, float* const* y) {
-    if (A.bf16)
-        matvec_impl<true>(A, nr, x, y);
-    else
-        matvec_impl<false>(A, nr, x, y);
-}
 
 // exp for float32 lanes: Cephes' range reduction and polynomial (about 1 ulp), scaled by 2^n.
 inline __m512 exp512(__m512 x) {
@@ -262,6 +220,134 @@ inline void relu(float* x, int n) {
         _mm512_storeu_ps(x + j, _mm512_max_ps(_mm512_loadu_ps(x + j), _mm512_setzero_ps()));
 }
 
+#elif defined(ENGINE_AVX2)
+
+// AVX2 + FMA (x86-64-v3: nearly every x86 server and desktop CPU since 2013-2015). The same kernels as the AVX-512
+// variant in 8-lane registers: the same fma chain per output, the same bf16 weights widened by integer shifts (no BF16
+// instructions needed), the same exp polynomial, so its results equal the AVX-512 variant's.
+constexpr bool kNativeBf16 = true;
+constexpr const char* kVariant = "avx2";
+constexpr int kVec = 8;  // floats per register: the outputs of one tile
+
+constexpr int kPrefetchBf16 = 1024;  // as the AVX-512 variant: others measured within this machine's noise here
+constexpr int kPrefetchFp32 = 2048;
+
+// Rows NR x tiles TG of 8 outputs, starting at tile `tile0`: every (row, output) is one fma chain over k in order.
+template <bool BF16, int NR, int TG>
+inline void mv_tiles(const Matrix& A, int tile0, const float* const* x, float* const* y) {
+    __m256 acc[NR][TG];
+    for (int t = 0; t < TG; ++t) {
+        __m256 b = _mm256_loadu_ps(A.bias.get() + (tile0 + t) * kVec);
+        for (int r = 0; r < NR; ++r) acc[r][t] = b;
+    }
+    const int mp = A.mp, pairs = A.k / 2;
+    const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+    for (int p = 0; p < pairs; ++p) {
+        __m256 we[TG], wo[TG];
+        for (int t = 0; t < TG; ++t) {
+            if constexpr (BF16) {
+                const uint32_t* w = A.w32.get() + static_cast<size_t>(p) * mp + (tile0 + t) * kVec;
+                _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBf16, _MM_HINT_T0);
+                __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+                we[t] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+                wo[t] = _mm256_castsi256_ps(_mm256_and_si256(v, hi_mask));
+            } else {
+                const float* w = A.w.get() + static_cast<size_t>(2 * p) * mp + (tile0 + t) * kVec;
+                _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchFp32, _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(w + mp) + kPrefetchFp32, _MM_HINT_T0);
+                we[t] = _mm256_loadu_ps(w);
+                wo[t] = _mm256_loadu_ps(w + mp);
+            }
+        }
+        for (int r = 0; r < NR; ++r) {
+            __m256 xe = _mm256_set1_ps(x[r][2 * p]);
+            __m256 xo = _mm256_set1_ps(x[r][2 * p + 1]);
+            for (int t = 0; t < TG; ++t) {
+                acc[r][t] = _mm256_fmadd_ps(we[t], xe, acc[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(wo[t], xo, acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < TG; ++t) _mm256_storeu_ps(y[r] + (tile0 + t) * kVec, acc[r][t]);
+}
+
+// Tiles per pass by rows: NR x TG accumulators, 2 TG weights and 2 broadcasts in the 16 registers.
+#ifndef ENGINE_TG
+#define ENGINE_TG 4, 3, 2, 2, 2, 1, 1, 1
+#endif
+
+// exp512's range reduction and polynomial in 8 lanes; p * 2^n by building 2^n from its exponent bits, exact as
+// scalef is: n lies in [-126, 127] after the clamp, so 2^n is a normal float.
+inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Lanes j + i < n of a vector starting at j (all of them when n - j >= 8), as a maskload/maskstore mask.
+inline __m256i lanes_below(int n, int j) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// z[j] = tanh(a[j] + cb[j]) * sigmoid(a[gp + j] + cb[g + j]) for j < gp, as the AVX-512 gate.
+inline void gate(const float* a, const float* cb, int g, int gp, float* z) {
+    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+    for (int j = 0; j < gp; j += kVec) {
+        const __m256i m = lanes_below(g, j);
+        __m256 ta = _mm256_add_ps(_mm256_loadu_ps(a + j), _mm256_maskload_ps(cb + j, m));
+        __m256 sb = _mm256_add_ps(_mm256_loadu_ps(a + gp + j), _mm256_maskload_ps(cb + g + j, m));
+        __m256 e2a = exp256(_mm256_mul_ps(two, ta));
+        __m256 th = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e2a, one)));
+        __m256 emb = exp256(_mm256_sub_ps(_mm256_setzero_ps(), sb));
+        __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, emb));
+        _mm256_storeu_ps(z + j, _mm256_mul_ps(th, sg));
+    }
+}
+
+inline void copy_floats(float* dst, const float* src, int n) {
+    int j = 0;
+    for (; j + kVec <= n; j += kVec) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+    if (j < n) {
+        const __m256i m = lanes_below(n, j);
+        _mm256_maskstore_ps(dst + j, m, _mm256_maskload_ps(src + j, m));
+    }
+}
+
+// dst[j] += src[j] for j < n (a multiple of 16).
+inline void add_into(float* dst, const float* src, int n) {
+    for (int j = 0; j < n; j += kVec)
+        _mm256_storeu_ps(dst + j, _mm256_add_ps(_mm256_loadu_ps(dst + j), _mm256_loadu_ps(src + j)));
+}
+
+// out[j] = (left[j] + (right[j] - left[j]) * alpha) + c[j], each operation rounded to float32 (no fma).
+inline void lerp_row(float* out, const float* left, const float* right, float alpha, const float* c, int n) {
+    const __m256 a = _mm256_set1_ps(alpha);
+    for (int j = 0; j < n; j += kVec) {
+        const __m256i m = lanes_below(n, j);
+        const __m256 l = _mm256_maskload_ps(left + j, m);
+        const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(right + j, m), l), a);
+        _mm256_maskstore_ps(out + j, m, _mm256_add_ps(_mm256_add_ps(l, d), _mm256_maskload_ps(c + j, m)));
+    }
+}
+
+inline void relu(float* x, int n) {
+    for (int j = 0; j < n; j += kVec)
+        _mm256_storeu_ps(x + j, _mm256_max_ps(_mm256_loadu_ps(x + j), _mm256_setzero_ps()));
+}
+
 #else  // generic: plain loops the compiler vectorises for whatever the baseline is
 
 constexpr bool kNativeBf16 = false;  // bf16 is emulated: fp32 kernels over bf16-rounded weights
@@ -300,6 +386,59 @@ inline void relu(float* x, int n) {
 
 inline void lerp_row(float* __restrict out, const float* left, const float* right, float alpha, const float* c, int n) {
     for (int j = 0; j < n; ++j) out[j] = (left[j] + (right[j] - left[j]) * alpha) + c[j];
+}
+
+#endif
+
+#if defined(ENGINE_AVX512) || defined(ENGINE_AVX2)
+
+// ---- the tile driver of the SIMD variants ------------------------------------------------------------------------
+
+constexpr int kMaxTiles[kMaxRows] = {ENGINE_TG};
+
+template <bool BF16, int NR, int TG>
+inline void mv_pass(const Matrix& A, int tile0, int tg, const float* const* x, float* const* y) {
+    if constexpr (TG > 1) {
+        if (tg < TG) return mv_pass<BF16, NR, TG - 1>(A, tile0, tg, x, y);
+    }
+    mv_tiles<BF16, NR, TG>(A, tile0, x, y);
+}
+
+// All tiles in passes of near-equal size (12 tiles at most 8 a pass: 6 + 6, not 8 + 4), so that every pass has as
+// many independent chains as the rows allow.
+template <bool BF16, int NR>
+inline void mv_rows(const Matrix& A, const float* const* x, float* const* y) {
+    constexpr int most = kMaxTiles[NR - 1];
+    const int tiles = A.mp / kVec;
+    const int passes = (tiles + most - 1) / most;
+    int tile0 = 0;
+    for (int i = 0; i < passes; ++i) {
+        const int tg = (tiles - tile0) / (passes - i);
+        mv_pass<BF16, NR, most>(A, tile0, tg, x, y);
+        tile0 += tg;
+    }
+}
+
+template <bool BF16>
+void matvec_impl(const Matrix& A, int nr, const float* const* x, float* const* y) {
+    switch (nr) {
+        case 1: return mv_rows<BF16, 1>(A, x, y);
+        case 2: return mv_rows<BF16, 2>(A, x, y);
+        case 3: return mv_rows<BF16, 3>(A, x, y);
+        case 4: return mv_rows<BF16, 4>(A, x, y);
+        case 5: return mv_rows<BF16, 5>(A, x, y);
+        case 6: return mv_rows<BF16, 6>(A, x, y);
+        case 7: return mv_rows<BF16, 7>(A, x, y);
+        case 8: return mv_rows<BF16, 8>(A, x, y);
+        default: throw std::logic_error("rows per block");
+    }
+}
+
+void matvec(const Matrix& A, int nr, const float* const* x, float* const* y) {
+    if (A.bf16)
+        matvec_impl<true>(A, nr, x, y);
+    else
+        matvec_impl<false>(A, nr, x, y);
 }
 
 #endif

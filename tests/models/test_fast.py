@@ -120,8 +120,34 @@ def test_fp32_samples_equal_reference(model: WaveNet, variant: str, features: bo
     for gen in (Generator(model), FastGenerator(model, "fp32", threads=2, variant=variant)):
         sids = open_all(gen, configs, frames)
         results.append(generate_all(gen, sids, chunk=29))
-    for a, b in zip(results[0].values(), results[1].values()):
-        assert len(a) > 0 and np.array_equal(a, b)
+    for config, a, b in zip(configs, results[0].values(), results[1].values()):
+        assert len(a) == config.length and len(b) == config.length
+        differ = np.flatnonzero(a != b)
+        if len(differ):  # allowed only as float rounding at a class boundary; then the histories part
+            i = int(differ[0])
+            assert rounding_flip(model, config, frames, a, i, int(b[i])), f"sample {i}: {a[i]} against {b[i]}"
+
+
+def rounding_flip(model: WaveNet, config: StreamConfig, frames: np.ndarray | None, history: np.ndarray, i: int,
+                  other: int) -> bool:
+    """Whether another generator's pick `other` at step i, after the same history[:i], differs from the
+    reference's history[i] only by float rounding: the two are neighbouring classes and the stream's draw lies
+    within 1e-4 of the CDF boundary between them (fp32 logits agree to about 1e-5 here)."""
+    gen = Generator(model)
+    (sid,) = open_all(gen, [config], frames)
+    inputs = np.concatenate([[SILENCE], history[:i]])
+    for t in range(i + 1):
+        logits = gen.step_logits([sid], inputs[t : t + 1])
+    u = uniforms(np.array([config.seed], np.uint64), np.array([i], np.uint64))
+    temperature = np.array([config.temperature])
+    # the reference alone can land either side: torch's products round differently at another batch size
+    assert sample(logits, temperature, u)[0] in (history[i], other)
+    low, high = sorted((int(history[i]), other))
+    if high - low != 1 or config.temperature <= 0:
+        return False
+    scaled = logits[0].astype(np.float64) / config.temperature
+    cdf = np.cumsum(np.exp(scaled - scaled.max()))
+    return bool(abs(cdf[low] / cdf[-1] - u[0]) < 1e-4)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -231,13 +257,36 @@ def test_make_generator_prefers_the_compiled_path() -> None:
     assert type(make_generator(model, prefer_fast=False)) is Generator
 
 
-def test_a_cpu_without_avx512_bf16_gets_the_generic_variant_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    if "generic" not in VARIANTS:
-        pytest.skip("generic variant not built")
-    monkeypatch.setattr(fast, "_cpu_has_avx512_bf16", lambda: False)
-    assert engine_module("avx512") is None  # never loaded where it would fault
+@pytest.mark.parametrize(("cpu", "expected"), [
+    ({"avx512", "avx2"}, "avx512"),
+    ({"avx2"}, "avx2"),  # most x86 CPUs without AVX-512 (AMD before Zen 4, Intel client cores)
+    (set(), "generic"),
+])
+def test_each_cpu_gets_the_best_variant_it_runs(monkeypatch: pytest.MonkeyPatch, cpu: set[str],
+                                                expected: str) -> None:
+    if not fast._cpu_runs(expected) or fast._import(expected) is None:  # the real CPU; importing first could fault
+        pytest.skip(f"this CPU cannot run the {expected} variant, or it is not built")
+    monkeypatch.setattr(fast, "_cpu_runs", lambda variant: variant == "generic" or variant in cpu)
+    for simd in fast.SIMD_VARIANTS:
+        if simd not in cpu:
+            assert engine_module(simd) is None  # never loaded where it would fault
     gen = FastGenerator(tiny_model("plain"))
-    assert gen.info()["variant"] == "generic" and gen.precision == "fp32"
+    assert gen.info()["variant"] == expected
+    assert gen.precision == ("fp32" if expected == "generic" else "bf16")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_avx2_and_avx512_variants_compute_the_same_logits(precision: str) -> None:
+    """The AVX2 kernels are the AVX-512 ones in 8 lanes: the same fma chains, bf16 widening and exp."""
+    if not {"avx512", "avx2"} <= set(VARIANTS):
+        pytest.skip("needs a CPU that runs both the avx512 and the avx2 variant")
+    model = tiny_model("both")  # 12 residual channels: the partial vectors too
+    n = receptive_field(model.cfg) + 40
+    frames = frames_for(model, True, n)
+    configs = stream_configs(model, True)
+    logits = [teacher_forced(FastGenerator(model, precision, variant=v), configs, frames, n,  # type: ignore[arg-type]
+                             batched=True) for v in ("avx512", "avx2")]
+    np.testing.assert_array_equal(logits[0], logits[1])
 
 
 def test_without_the_extension_the_reference_runs_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
