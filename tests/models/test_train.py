@@ -176,6 +176,35 @@ def test_budget_probe_fits_the_schedule_to_the_deadline(data: Path, tmp_path: Pa
     assert saved["train_config"]["steps"] == trainer.tc.steps
 
 
+def test_a_stop_during_the_budget_probe_keeps_the_schedule(data: Path, tmp_path: Path) -> None:
+    import time
+
+    from models.train import fit_schedule_to_budget
+
+    trainer = Trainer(CFG, TC, data, tmp_path / "run", torch.device("cpu"))
+    fit_schedule_to_budget(trainer, [True], deadline=time.monotonic() + 3600, probe=3)  # Ctrl-C before it ends
+    assert trainer.tc == TC  # not a schedule fitted to a rate of 0 steps/s
+
+
+@pytest.mark.parametrize("emulated", [True, False])
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(data: Path, tmp_path: Path, emulated: bool,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import models.train
+
+    monkeypatch.setattr(models.train, "cpu_bf16_is_emulated", lambda: emulated)
+    config = tmp_path / "config.json"
+    raw = config_to_dict(CFG)
+    del raw["mel"], raw["speakers"]  # both come from the data
+    config.write_text(json.dumps(raw))
+    common = ["--data", str(data), "--out", str(tmp_path / "run"), "--config", str(config), "--device", "cpu",
+              "--batch-size", "2", "--window", "64", "--steps", "1", "--valid-examples", "2"]
+    assert main([*common, "--bf16"]) == 0
+    assert ("bf16 on this CPU is emulated" in capsys.readouterr().err) == emulated
+    assert main([*common, "--steps", "2", "--no-bf16"]) == 0
+    assert "emulated" not in capsys.readouterr().err
+
+
 def test_resume_without_options_keeps_the_runs_own_settings(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ["--data", str(data), "--out", str(out), "--batch-size", "2", "--window", "64", "--valid-examples", "2"]
