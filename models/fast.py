@@ -247,6 +247,13 @@ def _as_engine_bias(bias: torch.Tensor) -> np.ndarray:
     return bias.detach().numpy()
 
 
+def engine_description(gen: Generator) -> dict[str, object]:
+    """What runs a generator, for logs: the compiled variant with its precision and threads, or the reference."""
+    if isinstance(gen, FastGenerator):
+        return {"engine": gen.variant, "precision": gen.precision, "threads": gen.threads}
+    return {"engine": "reference"}
+
+
 def make_generator(
     model: WaveNet,
     prefer_fast: bool = True,

@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from models.emphasis import Decoder
-from models.fast import Precision, default_threads, make_generator
+from models.fast import Precision, default_threads, engine_description, make_generator
 from models.generator import frames_cover_prime
 from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
 from server import convert
@@ -363,7 +363,8 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(json.dumps({"event": "serving", "address": f"{options.host}:{bound}", "models": list(models),
+    engines = {name: engine_description(model.scheduler.generator) for name, model in models.items()}
+    log.info(json.dumps({"event": "serving", "address": f"{options.host}:{bound}", "models": engines,
                          "tls": options.tls_cert is not None, "auth": bool(options.tokens)}))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

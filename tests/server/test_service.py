@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -290,6 +291,21 @@ def test_health_says_serving(server: RunningServer) -> None:
         for service in ("", "wavenet.v1.WaveNet"):
             status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
             assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_startup_log_names_each_models_engine(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from models.fast import engine_module
+
+    caplog.set_level("INFO", logger="wavenet.server")
+    running = RunningServer([f"tiny={model_path}"], 2, LIMITS)
+    running.stop()
+    events = [json.loads(r.getMessage()) for r in caplog.records if '"event": "serving"' in r.getMessage()]
+    assert len(events) == 1
+    described = events[0]["models"]["tiny"]
+    module = engine_module()  # the variant this CPU runs, as the server chose it
+    assert described["engine"] == (module.VARIANT if module is not None else "reference")
+    if module is not None:
+        assert described["precision"] in ("fp32", "bf16") and described["threads"] >= 1
 
 
 def test_synthesize_with_no_frames_ends_at_once_with_a_summary(stub: pb_grpc.WaveNetStub) -> None:
