@@ -1,7 +1,8 @@
 """Build of the compiled generator (models/csrc): three variants of one source, chosen at run time (models/fast.py).
 
 - models._engine_avx512: -mavx512f/bw/vl/dq -mavx512bf16 -mfma, hand-written AVX-512 kernels, bf16 weights.
-- models._engine_avx2: -mavx2 -mfma, the same kernels in 8 lanes (x86-64-v3 CPUs without AVX-512).
+- models._engine_avx2: -mavx2 -mfma, the same kernels in 8 lanes (x86-64-v3 CPUs without AVX-512 BF16: AMD
+  before Zen 4, Intel client cores, and AVX-512 Xeons before Cooper Lake / Sapphire Rapids).
 - models._engine_generic: baseline flags only, plain loops; runs on any CPU.
 
 Run-time dispatch rather than -march=native: the build machine's CPU is not baked in, so a wheel or an image built
@@ -17,7 +18,7 @@ COMMON = ["-O3", "-ffp-contract=off"]  # no fast-math: results must not depend o
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma"]
 AVX2 = ["-mavx2", "-mfma"]
 QUIET = ["-Wno-maybe-uninitialized"]  # gcc 12 false positive inside its own avx512 headers (_mm512_undefined_ps)
-DEPENDS = ["models/csrc/engine_impl.h"]
+DEPENDS = ["models/csrc/engine_impl.h", "models/csrc/kernels.h"]
 
 ext_modules = [
     Pybind11Extension(

@@ -4,9 +4,9 @@
 `Generator` (with a warning, once). Both share the stream bookkeeping, the bias building, the queue bank
 (`self.queues`, updated in place by either) and priming; only the chunk loop and teacher-forced steps differ.
 
-The extension comes in three variants of one source (models/csrc, see setup.py): `_engine_avx512` (AVX-512 + BF16
-kernels) where the CPU has those instructions, else `_engine_avx2` (the same kernels in 8 lanes) where it has AVX2 and
-FMA, else `_engine_generic` (plain loops, any CPU).
+The extension comes in three variants of one source (models/csrc, see setup.py): `_engine_avx512` (AVX-512 kernels,
+built with and loaded only where the CPU has AVX512_BF16 too), else `_engine_avx2` (the same kernels in 8 lanes)
+where it has AVX2 and FMA, else `_engine_generic` (plain loops, any CPU).
 
 Precision: "fp32" matches the reference to float rounding (the tests hold it to 1e-4 on logits); "bf16" rounds the
 weights (not the activations, which stay fp32, as do the accumulations) to bfloat16, which halves the bytes read per
@@ -54,10 +54,10 @@ def _cpu_runs(variant: str) -> bool:
     if variant not in SIMD_VARIANTS:
         return True
     generic = _import("generic")
-    if generic is not None:
-        ask = generic.cpu_has_avx512_bf16 if variant == "avx512" else generic.cpu_has_avx2_fma
+    ask = getattr(generic, f"cpu_has_{'avx512_bf16' if variant == 'avx512' else 'avx2_fma'}", None)
+    if ask is not None:
         return bool(ask())
-    try:  # no generic variant to ask: the kernel's view of the CPU (Linux)
+    try:  # no generic variant (or an older build of it) to ask: the kernel's view of the CPU (Linux)
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:

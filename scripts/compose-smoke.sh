@@ -95,7 +95,7 @@ echo "built in ${BUILD_SECONDS} s: $IMAGE $(mb "$IMAGE"), $PROXY_IMAGE $(mb "$PR
 docker run --rm --entrypoint python "$IMAGE" -c "
 import torch, importlib.util as u
 print('in the image: torch', torch.__version__, '| cuda', torch.version.cuda,
-      '| compiled engine:', [m for m in ('models._engine_avx512', 'models._engine_generic') if u.find_spec(m)] or 'none')"
+      '| compiled engine:', [m for m in ('models._engine_avx512', 'models._engine_avx2', 'models._engine_generic') if u.find_spec(m)] or 'none')"
 [ "$(docker run --rm --entrypoint id "$IMAGE" -u)" != 0 ] || fail "the image runs as root"
 if docker run --rm --entrypoint sh "$IMAGE" -c 'command -v gcc g++ cc c++' >/dev/null; then fail "a compiler in the runtime image"; fi
 

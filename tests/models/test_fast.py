@@ -132,7 +132,7 @@ def rounding_flip(model: WaveNet, config: StreamConfig, frames: np.ndarray | Non
                   other: int) -> bool:
     """Whether another generator's pick `other` at step i, after the same history[:i], differs from the
     reference's history[i] only by float rounding: the two are neighbouring classes and the stream's draw lies
-    within 1e-4 of the CDF boundary between them (fp32 logits agree to about 1e-5 here)."""
+    within 3e-5 of the CDF boundary between them (fp32 logits agree to 1e-5 here at worst)."""
     gen = Generator(model)
     (sid,) = open_all(gen, [config], frames)
     inputs = np.concatenate([[SILENCE], history[:i]])
@@ -147,7 +147,7 @@ def rounding_flip(model: WaveNet, config: StreamConfig, frames: np.ndarray | Non
         return False
     scaled = logits[0].astype(np.float64) / config.temperature
     cdf = np.cumsum(np.exp(scaled - scaled.max()))
-    return bool(abs(cdf[low] / cdf[-1] - u[0]) < 1e-4)
+    return bool(abs(cdf[low] / cdf[-1] - u[0]) < 3e-5)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
