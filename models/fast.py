@@ -33,11 +33,11 @@ from models.wavenet import WaveNet
 
 Precision = Literal["fp32", "bf16"]
 VARIANTS = ("avx512", "avx2", "generic")  # best first
-SIMD_VARIANTS = ("avx512", "avx2")  # bf16 weights natively; loaded only where the CPU has their instructions
-_CPU_FLAGS = {  # /proc/cpuinfo names of what each SIMD variant needs
-    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"},
-    "avx2": {"avx2", "fma"},
+_CPU_NEEDS = {  # what each SIMD variant needs: the generic module's probe, else these /proc/cpuinfo flags
+    "avx512": ("cpu_has_avx512_bf16", {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}),
+    "avx2": ("cpu_has_avx2_fma", {"avx2", "fma"}),
 }
+SIMD_VARIANTS = tuple(_CPU_NEEDS)  # bf16 weights natively; loaded only where the CPU has their instructions
 
 _warned = False
 
@@ -51,10 +51,10 @@ def _import(variant: str) -> ModuleType | None:
 
 def _cpu_runs(variant: str) -> bool:
     """Whether this CPU (and OS) has the instructions of a SIMD variant; the generic one runs anywhere."""
-    if variant not in SIMD_VARIANTS:
+    if variant not in _CPU_NEEDS:
         return True
-    generic = _import("generic")
-    ask = getattr(generic, f"cpu_has_{'avx512_bf16' if variant == 'avx512' else 'avx2_fma'}", None)
+    probe, flags_needed = _CPU_NEEDS[variant]
+    ask = getattr(_import("generic"), probe, None)
     if ask is not None:
         return bool(ask())
     try:  # no generic variant (or an older build of it) to ask: the kernel's view of the CPU (Linux)
@@ -62,7 +62,7 @@ def _cpu_runs(variant: str) -> bool:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         return False
-    return _CPU_FLAGS[variant] <= set(flags)
+    return flags_needed <= set(flags)
 
 
 def engine_module(variant: str | None = None) -> ModuleType | None:
