@@ -2,10 +2,12 @@
 
 Each arm builds a fresh model and times the step `wavenet-train` runs (forward and loss under bf16 autocast, backward,
 gradient clip, AdamW, EMA update, the loss read back), on a fixed random batch of the real shapes; one arm leaves out
-everything after the backward pass. The first step (cuDNN's search, compilation) is reported apart. Prints a table,
-then one JSON line with the speed of each arm relative to the eager step. Run:
+everything after the backward pass. The first step (cuDNN's search, compilation) is reported apart. With prepared
+data (--data), it also times making one batch on the host, on one thread, as wavenet-train's workers do: a device
+step shorter than that waits on its input. Prints a table, then one JSON line with the speed of each arm relative to
+the eager step. Run:
 python bench/train_step.py [--model models/default.pt] [--device cuda] [--batch 32] [--window 8000]
-    [--arms eager,compiled] [--quick]
+    [--arms eager,compiled] [--data data/fillets] [--quick]
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from models.train import TrainConfig, loss_bits, optimizer_step
+from models.train import TrainConfig, load_split, loss_bits, optimizer_step, training_batch, windows
 from models.wavenet import WaveNet, WaveNetConfig, frame_context, load_checkpoint
 
 ARMS = ("eager", "forward-backward", "compiled")
@@ -79,6 +82,22 @@ def seconds(step: Callable[[], None], reps: int, device: torch.device) -> tuple[
     return first, (time.perf_counter() - start) / reps
 
 
+def batch_seconds(data: Path, cfg: WaveNetConfig, batch: int, window: int, reps: int) -> float:
+    """Seconds wavenet-train's worker takes to make one batch of the training split on one thread (after one)."""
+    w = windows(load_split(data, "train"), cfg)
+    tc = dataclasses.replace(TrainConfig(), batch_size=batch, window=window)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        training_batch(w, tc, 0, 0)
+        start = time.perf_counter()
+        for step in range(1, reps + 1):
+            training_batch(w, tc, 0, step)
+        return (time.perf_counter() - start) / reps
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="models/default.pt", help="the checkpoint whose shape is timed")
@@ -87,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=8000, help="samples per window")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
     p.add_argument("--reps", type=int, default=30, help="timed steps per arm")
+    p.add_argument("--data", type=Path, default=None,
+                   help="prepared data for the model (wavenet-prepare --out), to time making a batch")
     p.add_argument("--quick", action="store_true", help="batch 2, 1,600-sample windows, 3 steps (smoke test)")
     args = p.parse_args(argv)
     if args.quick:
@@ -103,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.batch * args.window
 
     measured = {arm: seconds(make_step(arm, cfg, batch, device), args.reps, device) for arm in arms}
+    host = None if args.data is None else batch_seconds(args.data, cfg, args.batch, args.window, args.reps)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads; {args.model}'s shape; "
           f"batch {args.batch} x {args.window} samples, bf16 autocast; {args.reps} timed steps per arm")
@@ -110,12 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     base = measured.get("eager", next(iter(measured.values())))[1]
     for arm, (first, step) in measured.items():
         print(f"{arm:<18} {first:>14.1f} {1000 * step:>10.2f} {samples / step / 1e6:>12.3f} {base / step:>8.2f}x")
+    if host is not None:
+        print(f"{'a batch (host)':<18} {'':>14} {1000 * host:>10.2f} {samples / host / 1e6:>12.3f} {base / host:>8.2f}x"
+              "   (one thread, from --data)")
     print(json.dumps({
         "device": name, "model": args.model, "batch": args.batch, "window": args.window,
         "step_ms": {arm: round(1000 * s, 3) for arm, (_, s) in measured.items()},
         "first_step_s": {arm: round(f, 2) for arm, (f, _) in measured.items()},
         "samples_per_s": {arm: round(samples / s) for arm, (_, s) in measured.items()},
         "speed_vs_eager": {arm: round(base / s, 3) for arm, (_, s) in measured.items()},
+        "batch_ms": None if host is None else round(1000 * host, 3),
     }))
     return 0
 

@@ -11,7 +11,7 @@ import pytest
 
 from models import emphasis, mulaw
 from models.emphasis import Decoder, deemphasize, emphasize
-from models.train import example, load_split
+from models.train import example, load_split, windows
 from tests.tiny import CONFIGS, TINY_MEL, random_classes, write_prepared
 from wavenet.codec import encode_audio
 from wavenet.v1 import wavenet_pb2 as pb
@@ -52,17 +52,26 @@ def test_without_pre_emphasis_it_is_plain_mu_law() -> None:
 
 @pytest.mark.parametrize("a", [0.0, 0.85])
 def test_training_windows_are_cut_from_the_whole_clips_classes(tmp_path: Path, a: float) -> None:
+    """Each clip's classes encoded alone, its first sample's pre-emphasis reading silence: the second clip's do not
+    carry over the first's last sample."""
     cfg = dataclasses.replace(CONFIGS["mel"], preemphasis=a)
-    wav = 0.5 * np.sin(np.arange(TINY_MEL.hop * 40) / 3.0) + 0.1 * np.random.default_rng(2).normal(size=160)
-    write_prepared(tmp_path, {"train": [(np.clip(wav, -1, 1), 0)]}, TINY_MEL, ["a"])
+    rng = np.random.default_rng(2)
+    lengths = (TINY_MEL.hop * 40, TINY_MEL.hop * 32)
+    wavs = [np.clip(0.5 * np.sin(np.arange(n) / period) + 0.1 * rng.normal(size=n), -1, 1)
+            for n, period in zip(lengths, (3.0, 5.0))]
+    write_prepared(tmp_path, {"train": [(wav, 0) for wav in wavs]}, TINY_MEL, ["a"])
     split = load_split(tmp_path, "train")
-    clip = split.clips[0]
-    whole = emphasis.encode(split.audio[: clip["n_samples"]] / 32768.0, a)
+    w = windows(split, cfg)
+    assert w.classes.dtype == np.uint8
     hop, n = TINY_MEL.hop, 10
-    first = example(split, clip, 0, n, cfg)
-    assert first["inputs"][0] == mulaw.SILENCE
-    assert np.array_equal(first["inputs"][1:], whole[: n * hop - 1])
-    for start in (1, 7, 30):
-        window = example(split, clip, start, n, cfg)
-        assert np.array_equal(window["inputs"], whole[start * hop - 1 : (start + n) * hop - 1])
-        assert np.array_equal(window["targets"], whole[start * hop : (start + n) * hop])
+    for clip in split.clips:
+        offset = clip["sample_offset"]
+        whole = emphasis.encode(split.audio[offset : offset + clip["n_samples"]] / 32768.0, a)
+        first = example(w, clip, 0, n)
+        assert first["inputs"][0] == mulaw.SILENCE
+        assert np.array_equal(first["inputs"][1:], whole[: n * hop - 1])
+        assert np.array_equal(first["targets"], whole[: n * hop])
+        for start in (1, 7, clip["n_frames"] - n):
+            window = example(w, clip, start, n)
+            assert np.array_equal(window["inputs"], whole[start * hop - 1 : (start + n) * hop - 1])
+            assert np.array_equal(window["targets"], whole[start * hop : (start + n) * hop])

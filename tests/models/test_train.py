@@ -47,30 +47,31 @@ def test_a_few_steps_lower_the_loss(data: Path, tmp_path: Path) -> None:
 
 
 def test_validation_is_fp32_when_training_in_bf16(data: Path, tmp_path: Path) -> None:
-    from models.train import loss_bits
+    from models.train import loss_bits, to_device
 
     trainer = Trainer(CFG, dataclasses.replace(TC, bf16=True), data, tmp_path / "run", torch.device("cpu"))
     trainer.run(10, [False], show=False)  # validates at step 10
 
     def mean_loss(bf16: bool) -> float:
+        batches = [to_device(b, torch.device("cpu")) for b in trainer.valid]
         with torch.no_grad():
             return sum(float(loss_bits(trainer.ema, CFG, b, torch.zeros(len(b["inputs"]), dtype=torch.bool), bf16))
-                       for b in trainer.valid) / len(trainer.valid)
+                       for b in batches) / len(batches)
 
     assert trainer.progress.valid == [(10, mean_loss(bf16=False))]
     assert mean_loss(bf16=True) != mean_loss(bf16=False)  # the precision would show
 
 
 def test_the_validation_windows_do_not_depend_on_the_training_batch_size(data: Path) -> None:
-    from models.train import load_split, validation_batches
+    from models.train import load_split, validation_batches, windows
 
-    valid = load_split(data, "valid")
+    valid = windows(load_split(data, "valid"), CFG)
 
-    def windows(batch_size: int) -> torch.Tensor:
+    def drawn(batch_size: int) -> torch.Tensor:
         tc = dataclasses.replace(TC, batch_size=batch_size, valid_examples=8)
-        return torch.cat([b["inputs"] for b in validation_batches(valid, CFG, tc)])
+        return torch.cat([b["inputs"] for b in validation_batches(valid, tc)])
 
-    assert windows(4).shape[0] == 8 and torch.equal(windows(4), windows(8)) and torch.equal(windows(4), windows(1))
+    assert drawn(4).shape[0] == 8 and torch.equal(drawn(4), drawn(8)) and torch.equal(drawn(4), drawn(1))
 
 
 def test_a_new_run_standardises_frames_with_the_training_data(data: Path, tmp_path: Path) -> None:
@@ -145,14 +146,14 @@ def test_ema_decay_warms_up() -> None:
 
 
 def test_batches_depend_only_on_seed_rank_and_step(data: Path) -> None:
-    from models.train import load_split, training_batch
+    from models.train import load_split, training_batch, windows
 
-    split = load_split(data, "train")
-    again = [training_batch(split, CFG, TC, 0, step) for step in (3, 1)]  # any order, any time
-    first = training_batch(split, CFG, TC, 0, 1)
+    split = windows(load_split(data, "train"), CFG)
+    again = [training_batch(split, TC, 0, step) for step in (3, 1)]  # any order, any time
+    first = training_batch(split, TC, 0, 1)
     assert all(torch.equal(first[k], again[1][k]) for k in first)
     assert not torch.equal(first["inputs"], again[0]["inputs"])
-    assert not torch.equal(first["inputs"], training_batch(split, CFG, TC, 1, 1)["inputs"])  # ranks differ
+    assert not torch.equal(first["inputs"], training_batch(split, TC, 1, 1)["inputs"])  # ranks differ
 
 
 def test_budget_ends_the_schedule_inside_the_time_left() -> None:
