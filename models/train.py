@@ -290,6 +290,9 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=0.0)
         self.progress = Progress()
+        # this process's seconds in run(), and the part of them spent waiting for a batch to be made and copied
+        # to the device: the share that says whether the input pipeline holds a fast device back
+        self.run_seconds = self.input_wait = 0.0
         self.train_windows = windows(train, cfg)
         self.batches = BatchStream(self.make_batch, tc.prefetch)
         self.valid = validation_batches(windows(load_split(data, "valid"), cfg), tc)
@@ -369,7 +372,10 @@ class Trainer:
         started, start_samples = time.monotonic(), self.progress.samples
         clock = time.monotonic()
         while self.progress.step < until and not self.any_rank(stop[0]):
-            loss = self.train_step(self.next_batch())
+            fetch = time.monotonic()
+            batch = self.next_batch()
+            self.input_wait += time.monotonic() - fetch
+            loss = self.train_step(batch)
             now = time.monotonic()
             self.progress.seconds += now - clock
             clock = now
@@ -391,6 +397,7 @@ class Trainer:
                 self.save()
                 last_save = now
         bar.close()
+        self.run_seconds += time.monotonic() - started
         if checkpoint:
             self.save()
         return losses
@@ -573,7 +580,9 @@ def main(argv: list[str] | None = None) -> int:
         fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * minutes)
     trainer.run(trainer.tc.steps, stop)
     trainer.batches.close()
-    print(f"checkpoint {trainer.out / 'checkpoint.pt'} at step {trainer.progress.step}", file=sys.stderr)
+    print(f"checkpoint {trainer.out / 'checkpoint.pt'} at step {trainer.progress.step}; waited for batches "
+          f"{trainer.input_wait:.1f} s of {trainer.run_seconds:.1f} s "
+          f"({trainer.input_wait / max(trainer.run_seconds, 1e-9):.1%})", file=sys.stderr)
     if distributed():
         torch.distributed.destroy_process_group()
     return 0
