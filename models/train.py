@@ -85,8 +85,7 @@ def load_split(root: Path, name: str) -> Split:
 @dataclass(frozen=True)
 class Windows:
     """A split as one model reads it: every sample's class computed once, so that cutting a batch is slicing and
-    copying alone. Encoding each window as it was cut made a batch of 32 cost 15 ms on one core, more than half
-    a compiled H200 step (23.5 ms); cut from these classes it costs 2.6 ms (`bench/train_step.py`, "a batch")."""
+    copying alone (what that saves: README, Benchmarks, `bench/train_step.py --data`)."""
 
     split: Split
     cfg: WaveNetConfig
@@ -206,9 +205,9 @@ CLASS_KEYS = ("inputs", "targets")  # collated in the classes' compact dtype; th
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A collated batch on the device, its classes as int64. A pinned batch is copied without waiting for the
-    device to finish its queued work (a pageable one makes the host wait)."""
-    moved = {k: v.to(device, non_blocking=v.is_pinned()) for k, v in batch.items()}
+    """A collated batch on the device, its classes as int64. To a CUDA device the copy does not wait for the
+    device's queued work when the batch is pinned (a pageable one makes the host wait)."""
+    moved = {k: v.to(device, non_blocking=device.type == "cuda") for k, v in batch.items()}
     return {k: v.long() if k in CLASS_KEYS else v for k, v in moved.items()}
 
 
@@ -290,8 +289,9 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=0.0)
         self.progress = Progress()
-        # this process's seconds in run(), and the part of them spent waiting for a batch to be made and copied
-        # to the device: the share that says whether the input pipeline holds a fast device back
+        # this process's seconds in run() (validation and checkpoints included), and the part of them spent
+        # waiting for the workers' next batch and handing it to the device: a lower bound on what the input costs a
+        # fast device (workers that slow the main thread down show up in the steps instead)
         self.run_seconds = self.input_wait = 0.0
         self.train_windows = windows(train, cfg)
         self.batches = BatchStream(self.make_batch, tc.prefetch)
