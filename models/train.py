@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from models import emphasis, mulaw
+from models.fast import default_threads
 from models.features import MelSpec
 from models.wavenet import (
     WaveNet,
@@ -95,11 +96,16 @@ class Windows:
 def windows(split: Split, cfg: WaveNetConfig) -> Windows:
     """Encode a split for a model config, clip by clip: a clip's first sample's pre-emphasis reads silence, as the
     model's first input does. Pre-emphasis and μ-law are elementwise, so a window of these classes is bit for bit
-    what encoding that window alone would give."""
+    what encoding that window alone would give. Clips are encoded in parallel threads (numpy lets go of Python's
+    lock while it computes): the start-up a GPU run waits for."""
     classes = np.empty(len(split.audio), np.uint8 if cfg.classes <= 256 else np.int32)
-    for clip in split.clips:
+
+    def encode(clip: dict[str, Any]) -> None:
         span = slice(clip["sample_offset"], clip["sample_offset"] + clip["n_samples"])
         classes[span] = emphasis.encode(split.audio[span].astype(np.float32) / 32768.0, cfg.preemphasis, cfg.classes)
+
+    with ThreadPoolExecutor(default_threads(), thread_name_prefix="encode") as pool:
+        list(pool.map(encode, split.clips))
     return Windows(split, cfg, classes)
 
 
