@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -338,13 +341,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read when numpy loads its BLAS
+
+
+@contextmanager
+def one_blas_thread_each() -> Iterator[None]:
+    """Processes started inside this block give their BLAS one thread (unless the user set these): each worker
+    already has a core, and a BLAS thread per core in each worker oversubscribes the machine (the whole data on
+    2 cores, 2 workers: 47.5 s with numpy's default, 24.0 s with one thread each, the same bytes out)."""
+    saved = {name: os.environ.get(name) for name in BLAS_THREADS}
+    os.environ.update({name: "1" for name, value in saved.items() if value is None})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
 def load_all(clips: list[Clip], spec: MelSpec, workers: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """load_clip of every clip, in order, in a process pool of `workers` (in this process if 1)."""
+    """load_clip of every clip, in order, in a pool of `workers` fresh processes (spawned, so that their numpy
+    loads its BLAS under one_blas_thread_each), or in this process if 1."""
     load = partial(load_clip, spec=spec)
     paths = [c.path for c in clips]
     if workers <= 1:
         return [load(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with one_blas_thread_each(), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         return list(pool.map(load, paths, chunksize=16))
 
 

@@ -218,3 +218,26 @@ def test_name_matching() -> None:
     assert match_font("x3", dialogs) == (None, False)  # ambiguous: two fonts
     assert match_font("other", dialogs) == (None, False)
     assert normalise_id("Vit_HS-dite0") == "vit-hs-dite"
+
+
+def _blas_env(_: int) -> dict[str, str | None]:
+    import os
+
+    from models.data import BLAS_THREADS
+
+    return {name: os.environ.get(name) for name in BLAS_THREADS}
+
+
+def test_decoding_workers_run_one_blas_thread_each_and_the_env_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from models.data import BLAS_THREADS, one_blas_thread_each
+
+    for name in BLAS_THREADS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # a user's own choice is kept
+    with one_blas_thread_each(), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        seen = pool.submit(_blas_env, 0).result()
+    assert seen == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "3"}
+    assert _blas_env(0) == {"OMP_NUM_THREADS": None, "OPENBLAS_NUM_THREADS": None, "MKL_NUM_THREADS": "3"}
