@@ -423,6 +423,25 @@ def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str 
     return trained
 
 
+def evaluate_checkpoint(checkpoint: Path, data: Path, device: torch.device) -> dict[str, dict[str, float]]:
+    """Validation loss (bits per sample, the run's fixed windows, fp32) of a training checkpoint's raw ("model") and
+    EMA ("ema") weights, with the windows' frames and, for a model with frames, running free: which weights to
+    export (each schedule's end has favoured the raw ones, MODEL_CARD.md)."""
+    payload = read_checkpoint(checkpoint)
+    cfg = config_from_dict(payload["config"])
+    tc = TrainConfig(**{k: v for k, v in payload["train_config"].items() if k in dataclasses.asdict(TrainConfig())})
+    batches = validation_batches(windows(load_split(data, "valid"), cfg), tc)
+    losses = {}
+    for key in ("model", "ema"):
+        model = WaveNet(cfg)
+        model.load_state_dict(compatible_state(model, payload[key]))
+        model.to(device)
+        losses[key] = {"frames": evaluate(model, batches, device)}
+        if cfg.mel is not None:
+            losses[key]["free"] = evaluate(model, batches, device, free=True)
+    return losses
+
+
 def plot_curves(progress: Progress, path: Path) -> None:
     """Training and validation loss (bits per sample) against step, as a PNG."""
     if not progress.train:
@@ -522,6 +541,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's weights as a serving model, exit")
     p.add_argument("--export-weights", choices=("ema", "model"), default="ema",
                    help="which weights --export writes: the EMA (default) or the raw ones")
+    p.add_argument("--evaluate", action="store_true",
+                   help="print the validation loss of OUT/checkpoint.pt's raw and EMA weights (one JSON line), exit")
     for f in dataclasses.fields(TrainConfig):  # unset: the resumed run's value, else the default
         flag, note = f"--{f.name.replace('_', '-')}", f"default {f.default}; a resumed run keeps its own"
         if f.type in ("bool", bool):
@@ -541,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
         speakers = json.loads((data / "meta.json").read_text())["speakers"]
         trained = export_model(out / "checkpoint.pt", Path(args.export), speakers, args.export_weights)
         print(f"wrote {args.export}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
+        return 0
+    if args.evaluate:
+        step = read_checkpoint(out / "checkpoint.pt")["progress"]["step"]
+        losses = evaluate_checkpoint(out / "checkpoint.pt", data, torch.device(args.device))
+        print(json.dumps({"checkpoint": str(out / "checkpoint.pt"), "step": step, "valid_bits": losses}))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,11 +15,12 @@
 # (seconds, default 540), PROBE (170), PY (python3), DEVICE (cuda), BATCH (32), LR (1e-3), WORKERS (16), WORK
 # (/tmp/wavenet-gpu).
 # Where python3 lacks soundfile and soxr, put their wheels in DIR/whl (pip download --only-binary=:all: ...).
-# Afterwards, here: copy OUT/checkpoint.pt to runs/default/, compare raw and EMA validation, export, bench/quality.py.
+# Afterwards, here: copy OUT/checkpoint.pt to runs/default/, compare raw and EMA validation (wavenet-train --evaluate),
+# export the better, bench/quality.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}; dir=${2:-}
-[ -n "$dir" ] || { sed -n 2,18p "$0"; exit 2; }
+[ -n "$dir" ] || { sed -n 2,19p "$0"; exit 2; }
 
 if [ "$mode" = pack ]; then
   tree=data/fillets/tree

@@ -125,6 +125,23 @@ def test_cli_trains_resumes_and_keeps_the_config(data: Path, tmp_path: Path) -> 
     assert meta["speakers"] == ["a", "b"] and meta["trained"]["step"] == 6
 
 
+def test_evaluate_reports_the_raw_and_the_ema_weights(data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--out", str(out), "--batch-size", "2", "--window", "64", "--valid-every", "4",
+              "--valid-examples", "4", "--steps", "4"]
+    assert main(common) == 0
+    capsys.readouterr()
+    assert main([*common, "--evaluate"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["step"] == 4
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    # the EMA's figure with frames is the one the run itself recorded at its last validation
+    assert tuple(payload["progress"]["valid"][-1]) == (4, report["valid_bits"]["ema"]["frames"])
+    assert tuple(payload["progress"]["valid_free"][-1]) == (4, report["valid_bits"]["ema"]["free"])
+    assert report["valid_bits"]["model"]["frames"] != report["valid_bits"]["ema"]["frames"]  # other weights
+
+
 def test_a_new_model_learns_pre_emphasised_audio_unless_its_config_says_otherwise(data: Path, tmp_path: Path) -> None:
     assert PREEMPHASIS > 0
     assert model_config_from(argparse.Namespace(config=None), data).preemphasis == PREEMPHASIS
