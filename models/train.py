@@ -52,6 +52,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 1e-4
     warmup: int = 1000
+    start: int = 0  # the step the schedule (warm-up, then cosine to `steps`) starts at: a budget run's first
     ema: float = 0.9995
     grad_clip: float = 1.0
     free_prob: float = 0.1  # chance that an example's frames are replaced by the learned null frame
@@ -192,10 +193,11 @@ def validation_batches(w: Windows, tc: TrainConfig) -> list[dict]:
 
 
 def learning_rate(step: int, tc: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to lr_min."""
-    if step < tc.warmup:
-        return tc.lr * (step + 1) / tc.warmup
-    progress = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    """Linear warm-up from step tc.start, then cosine decay to lr_min at step tc.steps."""
+    into = step - tc.start
+    if into < tc.warmup:
+        return tc.lr * (into + 1) / tc.warmup
+    progress = min(1.0, (into - tc.warmup) / max(1, tc.steps - tc.start - tc.warmup))
     return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * progress))
 
 
@@ -482,13 +484,18 @@ def model_config_from(args: argparse.Namespace, data: Path) -> WaveNetConfig:
 
 
 def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, probe: int = 30) -> None:
-    """Run `probe` warm-up steps and `probe` timed ones, then end the schedule where the measured rate reaches the
-    deadline, with the warm-up at most a tenth of it. Under torchrun every process takes the smallest end step. A stop
-    requested during the probe leaves the schedule as it was."""
-    trainer.run(trainer.progress.step + probe, stop, show=False, checkpoint=False)
+    """Start a new schedule at the current step, the whole of it inside the budget: run `probe` untimed steps and
+    `probe` timed ones (the first of its warm-up), then end it where the measured rate reaches the deadline, with
+    the warm-up at most a tenth of it. A resumed run thus restarts from its warm-up to the peak learning rate (before
+    session 10 the cosine was counted from step 0, so a resumed budget run began far down it). Under torchrun every
+    process takes the smallest end step. A stop requested during the probe leaves the schedule as it was."""
+    before, start = trainer.tc, trainer.progress.step
+    trainer.tc = dataclasses.replace(before, start=start)
+    trainer.run(start + probe, stop, show=False, checkpoint=False)
     started, first = time.monotonic(), trainer.progress.step
     trainer.run(first + probe, stop, show=False, checkpoint=False)
     if trainer.any_rank(stop[0]):
+        trainer.tc = before
         return
     now = time.monotonic()
     rate = (trainer.progress.step - first) / max(1e-9, now - started)
@@ -497,10 +504,11 @@ def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, 
         agreed = torch.tensor(steps, device=trainer.device)
         torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
         steps = int(agreed.item())
-    warmup = min(trainer.tc.warmup, max(trainer.progress.step, steps // 10))
+    warmup = min(trainer.tc.warmup, max(trainer.progress.step - start, (steps - start) // 10))
     trainer.tc = dataclasses.replace(trainer.tc, steps=steps, warmup=warmup)
     if trainer.rank == 0:
-        print(f"budget: {rate:.2f} steps/s, schedule ends at step {steps} (warm-up {warmup})", file=sys.stderr)
+        print(f"budget: {rate:.2f} steps/s, schedule from step {start} to {steps} (warm-up {warmup})",
+              file=sys.stderr)
 
 
 def cpu_bf16_is_emulated() -> bool:

@@ -12,8 +12,8 @@
 # train: the same code on the same packages makes the same data (the split lists are committed). The run is a warm
 # restart fitted to the time left (--budget-minutes), compiled (torch.compile: 1.7x the eager run's samples per minute
 # on an H200); if compiling has not finished its probe by PROBE seconds, it starts again eager. Environment: LIMIT
-# (seconds, default 540), PROBE (170), PY (python3), DEVICE (cuda), BATCH (32), LR (1e-3), WORKERS (16), WORK
-# (/tmp/wavenet-gpu).
+# (seconds, default 540), PROBE (170), PY (python3), DEVICE (cuda), BATCH (32), LR (the peak, 3e-4: see MODEL_CARD.md,
+# "A correction"), WORKERS (16), WORK (/tmp/wavenet-gpu).
 # Where python3 lacks soundfile and soxr, put their wheels in DIR/whl (pip download --only-binary=:all: ...).
 # Afterwards, here: copy OUT/checkpoint.pt to runs/default/, compare raw and EMA validation (wavenet-train --evaluate),
 # export the better, bench/quality.py.
@@ -54,7 +54,7 @@ train() {  # $1: --compile or --no-compile; stops LIMIT - 30 s after the start
   local left=$(( LIMIT - 30 - ($(date +%s) - T0) ))
   echo "train $1: $left s"
   timeout -s INT $(( left + 20 )) $PY -m models.train --data "$WORK/data" --out "$WORK/run" --device "${DEVICE:-cuda}" --bf16 \
-    --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --lr-min 1e-5 --prefetch 6 \
+    --batch-size "${BATCH:-32}" --lr "${LR:-3e-4}" --lr-min 1e-5 --prefetch 6 \
     --budget-minutes "$($PY -c "print(round($left / 60, 2))")" "$1" >> "$out/train.log" 2>&1 &
   PID=$!
 }

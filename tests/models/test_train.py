@@ -194,6 +194,36 @@ def test_budget_probe_fits_the_schedule_to_the_deadline(data: Path, tmp_path: Pa
     assert saved["train_config"]["steps"] == trainer.tc.steps
 
 
+def test_the_schedule_warms_up_from_its_start_then_decays_to_its_end() -> None:
+    from models.train import learning_rate
+
+    tc = TrainConfig(lr=1.0, lr_min=0.1, warmup=10, start=100, steps=200)
+    assert learning_rate(100, tc) == pytest.approx(0.1)  # the first warm-up step
+    assert learning_rate(109, tc) == pytest.approx(1.0) and learning_rate(110, tc) == pytest.approx(1.0)
+    assert learning_rate(155, tc) == pytest.approx(0.55)  # half way down the cosine
+    assert learning_rate(200, tc) == pytest.approx(0.1) and learning_rate(250, tc) == pytest.approx(0.1)
+    assert learning_rate(9, dataclasses.replace(tc, start=0)) == pytest.approx(1.0)  # a new run's: from step 0
+
+
+def test_a_resumed_budget_run_restarts_its_schedule_inside_the_budget(data: Path, tmp_path: Path) -> None:
+    import time
+
+    from models.train import fit_schedule_to_budget, learning_rate
+
+    trainer = Trainer(CFG, TC, data, tmp_path / "run", torch.device("cpu"))
+    trainer.run(TC.steps, [False], show=False)  # a finished schedule: its learning rate is down at lr_min
+    assert learning_rate(trainer.progress.step, trainer.tc) == pytest.approx(TC.lr_min)
+    fit_schedule_to_budget(trainer, [False], deadline=time.monotonic() + 3600, probe=3)
+    tc = trainer.tc
+    assert tc.start == TC.steps and tc.steps > TC.steps + 6
+    assert tc.warmup == min(TC.warmup, max(6, (tc.steps - tc.start) // 10))
+    assert learning_rate(tc.start, tc) == pytest.approx(TC.lr / tc.warmup)  # warm-up again from the start
+    assert learning_rate(tc.start + tc.warmup, tc) == pytest.approx(TC.lr)  # the peak, inside the budget
+    assert learning_rate(tc.steps, tc) == pytest.approx(TC.lr_min)
+    trainer.run(tc.start + 8, [False], show=False)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["train_config"]["start"] == tc.start
+
+
 def test_a_stop_during_the_budget_probe_keeps_the_schedule(data: Path, tmp_path: Path) -> None:
     import time
 
@@ -231,7 +261,7 @@ def test_resume_without_options_keeps_the_runs_own_settings(data: Path, tmp_path
     assert main([*common, "--lr", "0.002", "--lr-min", "0.0005", "--steps", "3", "--warmup", "1"]) == 0
     assert main([*common, "--steps", "5"]) == 0  # only the end moves
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]
-    assert (saved["lr"], saved["lr_min"], saved["warmup"], saved["steps"]) == (0.002, 0.0005, 1, 5)
+    assert (saved["lr"], saved["lr_min"], saved["warmup"], saved["steps"], saved["start"]) == (0.002, 0.0005, 1, 5, 0)
 
 
 @pytest.fixture
