@@ -39,6 +39,7 @@ from models.wavenet import (
 )
 
 BITS_PER_NAT = 1.0 / math.log(2.0)
+SCHEDULE_FITTED = ("start",)  # TrainConfig fields --budget-minutes sets, not options
 PREEMPHASIS = 0.85  # a new model's (models/emphasis.py): LPCNet's value; measured against none in MODEL_CARD.md
 
 
@@ -52,7 +53,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 1e-4
     warmup: int = 1000
-    start: int = 0  # the step the schedule (warm-up, then cosine to `steps`) starts at: a budget run's first
+    start: int = 0  # the step the schedule (warm-up, then cosine to `steps`) starts at; set by --budget-minutes
     ema: float = 0.9995
     grad_clip: float = 1.0
     free_prob: float = 0.1  # chance that an example's frames are replaced by the learned null frame
@@ -194,7 +195,7 @@ def validation_batches(w: Windows, tc: TrainConfig) -> list[dict]:
 
 def learning_rate(step: int, tc: TrainConfig) -> float:
     """Linear warm-up from step tc.start, then cosine decay to lr_min at step tc.steps."""
-    into = step - tc.start
+    into = max(0, step - tc.start)
     if into < tc.warmup:
         return tc.lr * (into + 1) / tc.warmup
     progress = min(1.0, (into - tc.warmup) / max(1, tc.steps - tc.start - tc.warmup))
@@ -483,14 +484,17 @@ def model_config_from(args: argparse.Namespace, data: Path) -> WaveNetConfig:
     return config_from_dict(raw)
 
 
-def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, probe: int = 30) -> None:
+def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, probe: int = 30,
+                           warmup: int | None = None) -> None:
     """Start a new schedule at the current step, the whole of it inside the budget: run `probe` untimed steps and
     `probe` timed ones (the first of its warm-up), then end it where the measured rate reaches the deadline, with
-    the warm-up at most a tenth of it. A resumed run thus restarts from its warm-up to the peak learning rate (before
-    session 10 the cosine was counted from step 0, so a resumed budget run began far down it). Under torchrun every
-    process takes the smallest end step. A stop requested during the probe leaves the schedule as it was."""
+    the warm-up at most a tenth of it and at most `warmup` (default: the run's). A resumed run thus restarts from
+    its warm-up to the peak learning rate (before session 10 the cosine was counted from step 0, so a resumed budget
+    run began far down it). Under torchrun every process takes the smallest end step. A stop requested during the
+    probe leaves the schedule as it was."""
     before, start = trainer.tc, trainer.progress.step
-    trainer.tc = dataclasses.replace(before, start=start)
+    ceiling = before.warmup if warmup is None else warmup
+    trainer.tc = dataclasses.replace(before, start=start, warmup=ceiling)
     trainer.run(start + probe, stop, show=False, checkpoint=False)
     started, first = time.monotonic(), trainer.progress.step
     trainer.run(first + probe, stop, show=False, checkpoint=False)
@@ -504,10 +508,10 @@ def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, 
         agreed = torch.tensor(steps, device=trainer.device)
         torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
         steps = int(agreed.item())
-    warmup = min(trainer.tc.warmup, max(trainer.progress.step - start, (steps - start) // 10))
-    trainer.tc = dataclasses.replace(trainer.tc, steps=steps, warmup=warmup)
+    fitted = min(ceiling, max(trainer.progress.step - start, (steps - start) // 10))
+    trainer.tc = dataclasses.replace(trainer.tc, steps=steps, warmup=fitted)
     if trainer.rank == 0:
-        print(f"budget: {rate:.2f} steps/s, schedule from step {start} to {steps} (warm-up {warmup})",
+        print(f"budget: {rate:.2f} steps/s, schedule from step {start} to {steps} (warm-up {fitted})",
               file=sys.stderr)
 
 
@@ -528,7 +532,7 @@ def train_config_from(args: argparse.Namespace, saved: dict[str, Any] | None) ->
     base = dataclasses.asdict(TrainConfig())
     base.update({k: v for k, v in (saved or {}).items() if k in base})
     names = [f.name for f in dataclasses.fields(TrainConfig)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     return TrainConfig(**{**base, **given})
 
 
@@ -552,6 +556,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--evaluate", action="store_true",
                    help="print the validation loss of OUT/checkpoint.pt's raw and EMA weights (one JSON line), exit")
     for f in dataclasses.fields(TrainConfig):  # unset: the resumed run's value, else the default
+        if f.name in SCHEDULE_FITTED:
+            continue
         flag, note = f"--{f.name.replace('_', '-')}", f"default {f.default}; a resumed run keeps its own"
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=note)
@@ -617,7 +623,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGALRM, request_stop)
         signal.setitimer(signal.ITIMER_REAL, 60 * minutes)
     if args.budget_minutes:
-        fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * minutes)
+        # a new schedule's warm-up: --warmup, else the default (not a previous fit's, which a tenth may have cut)
+        ceiling = args.warmup if args.warmup is not None else TrainConfig.warmup
+        fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * minutes, warmup=ceiling)
     trainer.run(trainer.tc.steps, stop)
     trainer.batches.close()
     print(f"checkpoint {trainer.out / 'checkpoint.pt'} at step {trainer.progress.step}; waited for batches "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One timed training session on a borrowed GPU machine that cannot reach the Debian mirrors: how the default model's
-# GPU steps were run (models/MODEL_CARD.md, Training, steps 5 to 7). Two halves:
+# One timed training session on a borrowed GPU machine that cannot reach the Debian mirrors: the procedure of the
+# default model's GPU steps (models/MODEL_CARD.md, Training, steps 5 to 7; since session 10 a resumed budget run
+# restarts its schedule at LR, which those runs did not). Two halves:
 #
 #   scripts/gpu-train.sh pack DIR     # here: the voice packs' clips and dialog scripts as three archives in DIR
 #                                     # (cs.tar 47 MB, nl.tar 40 MB, script.tar.xz 0.6 MB, from data/fillets/tree,
@@ -9,8 +10,8 @@
 #                                     # models/train-state/checkpoint.pt, train until LIMIT seconds after the start,
 #                                     # leave checkpoint.pt, loss.png and the logs in OUT
 #
-# train: the same code on the same packages makes the same data (the split lists are committed). The run is a warm
-# restart fitted to the time left (--budget-minutes), compiled (torch.compile: 1.7x the eager run's samples per minute
+# train: the same code on the same packages makes the same data (the split lists are committed). The run is a new
+# schedule fitted to the time left (--budget-minutes), compiled (torch.compile: 1.7x the eager run's samples per minute
 # on an H200); if compiling has not finished its probe by PROBE seconds, it starts again eager. Environment: LIMIT
 # (seconds, default 540), PROBE (170), PY (python3), DEVICE (cuda), BATCH (32), LR (the peak, 3e-4: see MODEL_CARD.md,
 # "A correction"), WORKERS (16), WORK (/tmp/wavenet-gpu).
@@ -20,7 +21,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}; dir=${2:-}
-[ -n "$dir" ] || { sed -n 2,19p "$0"; exit 2; }
+[ -n "$dir" ] || { sed -n 2,20p "$0"; exit 2; }
 
 if [ "$mode" = pack ]; then
   tree=data/fillets/tree
