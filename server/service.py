@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from models.emphasis import Decoder
-from models.fast import Precision, default_threads, engine_description, make_generator
+from models.fast import Precision, default_threads, engine_description, engine_module, make_generator
 from models.generator import frames_cover_prime
 from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
 from server import convert
@@ -390,7 +390,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--max-streams", type=int, default=None,
-                   help=f"active streams per model (default: {STREAMS_PER_CPU} per CPU this process may use)")
+                   help="active streams per model (default: per CPU this process may use, by the engine this CPU "
+                        f"runs: {', '.join(f'{n} with {v}' for v, n in STREAMS_PER_CPU.items())}; else 1 in all)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (0: off)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weights of the compiled generator: bf16 is about 3x faster; auto: bf16 where the CPU has it")
@@ -416,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from(args)
         models = {}
         for spec in args.model or [str(DEFAULT_MODEL)]:
-            loaded = load_model(spec, max_streams(args), None if args.precision == "auto" else args.precision)
+            loaded = load_model(spec, max_streams(args, engine_variant()),
+                                None if args.precision == "auto" else args.precision)
             models[loaded.name] = loaded
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)
@@ -432,10 +434,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def max_streams(args: argparse.Namespace) -> int:
-    """--max-streams, or STREAMS_PER_CPU for each CPU this process may use."""
+def engine_variant() -> str:
+    """The compiled engine variant this CPU runs, or "reference" where none is built (as the start-up log names it)."""
+    module = engine_module()
+    return str(module.VARIANT) if module is not None else "reference"
+
+
+def max_streams(args: argparse.Namespace, engine: str) -> int:
+    """--max-streams, or the streams per CPU that the engine keeps in real time for each CPU this process may use
+    (at least 1)."""
     if args.max_streams is None:
-        return STREAMS_PER_CPU * default_threads()
+        return max(1, STREAMS_PER_CPU.get(engine, 0) * default_threads())
     if args.max_streams < 1:
         raise ValueError(f"--max-streams must be at least 1, got {args.max_streams}")
     return args.max_streams

@@ -9,7 +9,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
 DEFAULT_TEMPERATURE = 1.0
-STREAMS_PER_CPU = 3  # the default --max-streams per CPU the server may use: 6 keep real time on 2 cores (README)
+# The default --max-streams: streams one CPU keeps in real time with the bundled model, by the compiled engine variant
+# the CPU runs, times the CPUs the server may use (README, Serving; bench/serve.py --realtime on 2 cores: avx512 kept
+# 6, avx2 kept 2 and fell behind with 3). Where none keeps real time (the generic build, the PyTorch reference),
+# the default is 1 stream in all.
+STREAMS_PER_CPU = {"avx512": 3, "avx2": 1}
 DEFAULT_CHUNK_SECONDS = 0.1  # audio per AudioChunk unless the request says otherwise
 MIN_CHUNK_SECONDS = 0.005  # the shortest chunk_samples a request may ask for: a message per sample would flood the loop
 STEP_TARGET_SECONDS = 0.05  # the scheduler sizes each batch step to about this much wall time

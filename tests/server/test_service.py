@@ -406,14 +406,17 @@ def test_a_prime_becomes_the_models_classes_and_starts_the_output_filter() -> No
     assert validate(pb.GenerateRequest(samples=100), cfg, LIMITS, streamed=False, seed=0).prime_last == 0.0
 
 
-def test_max_streams_defaults_to_three_per_cpu_and_the_flag_wins() -> None:
+def test_max_streams_defaults_to_what_the_engine_keeps_in_real_time_and_the_flag_wins() -> None:
     from models.fast import default_threads
-    from server.service import max_streams, parse_args
+    from server.service import engine_variant, max_streams, parse_args
 
-    assert max_streams(parse_args([])) == 3 * default_threads()
-    assert max_streams(parse_args(["--max-streams", "5"])) == 5
+    assert max_streams(parse_args([]), "avx512") == 3 * default_threads()
+    assert max_streams(parse_args([]), "avx2") == default_threads()
+    assert max_streams(parse_args([]), "generic") == max_streams(parse_args([]), "reference") == 1
+    assert engine_variant() in ("avx512", "avx2", "generic", "reference")
+    assert max_streams(parse_args(["--max-streams", "5"]), "avx2") == 5
     with pytest.raises(ValueError, match="--max-streams"):
-        max_streams(parse_args(["--max-streams", "0"]))
+        max_streams(parse_args(["--max-streams", "0"]), "avx512")
 
 
 @pytest.mark.parametrize("content, cpus", [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1),
