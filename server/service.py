@@ -363,7 +363,8 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    engines = {name: engine_description(model.scheduler.generator) for name, model in models.items()}
+    engines = {name: {**engine_description(model.scheduler.generator), "max_streams": model.scheduler.max_streams}
+               for name, model in models.items()}
     log.info(json.dumps({"event": "serving", "address": f"{options.host}:{bound}", "models": engines,
                          "tls": options.tls_cert is not None, "auth": bool(options.tokens)}))
     stop = stop or asyncio.Event()

@@ -302,6 +302,7 @@ def test_the_startup_log_names_each_models_engine(model_path: Path, caplog: pyte
     events = [json.loads(r.getMessage()) for r in caplog.records if '"event": "serving"' in r.getMessage()]
     assert len(events) == 1
     described = events[0]["models"]["tiny"]
+    assert described["max_streams"] == 2  # as started
     module = engine_module()  # the variant this CPU runs, as the server chose it
     assert described["engine"] == (module.VARIANT if module is not None else "reference")
     if module is not None:
