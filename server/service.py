@@ -392,7 +392,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--max-streams", type=int, default=None,
                    help="active streams per model (default: per CPU this process may use, by the engine this CPU "
-                        f"runs: {', '.join(f'{n} with {v}' for v, n in STREAMS_PER_CPU.items())}; else 1 in all)")
+                        f"runs: {', '.join(f'{n} with {v}' for v, n in STREAMS_PER_CPU.items())}; else 1 in all; "
+                        "measured at the engine's default precision, bf16: with --precision fp32 set it yourself)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (0: off)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weights of the compiled generator: bf16 is about 3x faster; auto: bf16 where the CPU has it")

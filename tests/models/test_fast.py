@@ -122,14 +122,15 @@ def test_fp32_samples_equal_reference(model: WaveNet, variant: str, features: bo
         results.append(generate_all(gen, sids, chunk=29))
     for config, a, b in zip(configs, results[0].values(), results[1].values()):
         assert len(a) == config.length and len(b) == config.length
-        # every pick of the engine's stream is the reference's on that stream's own history: where a rounding flip
-        # parts the two runs (a != b from there on), the comparison goes on rather than ending
+        # every pick of both runs is the reference's teacher-forced on that run's own history: where a rounding
+        # flip parts the two (a != b from there on), the comparison goes on rather than ending
         assert off_the_reference(model, config, frames, b) == []
+        assert off_the_reference(model, config, frames, a) == []  # the reference's own chunked run, too
 
 
 def off_the_reference(model: WaveNet, config: StreamConfig, frames: np.ndarray | None,
                       history: np.ndarray) -> list[int]:
-    """The steps at which one stream's classes are not what the reference generator, teacher-forced on those
+    """The steps at which one unprimed stream's classes are not what the reference generator, teacher-forced on those
     classes, picks with the stream's seed and temperature, other than by float rounding: a neighbouring class,
     with the stream's draw within 3e-5 of the CDF boundary between the two (fp32 logits agree to 1e-5 here at
     worst; the reference alone can land either side, its products rounding differently at another batch size)."""
