@@ -426,15 +426,15 @@ def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str 
     return trained
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, device: torch.device) -> dict[str, dict[str, float]]:
+def evaluate_checkpoint(checkpoint: Path, data: Path, device: torch.device) -> dict[str, Any]:
     """Validation loss (bits per sample, the run's fixed windows, fp32) of a training checkpoint's raw ("model") and
     EMA ("ema") weights, with the windows' frames and, for a model with frames, running free: which weights to
     export (each schedule's end has favoured the raw ones, MODEL_CARD.md)."""
     payload = read_checkpoint(checkpoint)
     cfg = config_from_dict(payload["config"])
-    tc = TrainConfig(**{k: v for k, v in payload["train_config"].items() if k in dataclasses.asdict(TrainConfig())})
+    tc = train_config_from(argparse.Namespace(), payload["train_config"])
     batches = validation_batches(windows(load_split(data, "valid"), cfg), tc)
-    losses = {}
+    losses: dict[str, dict[str, float]] = {}
     for key in ("model", "ema"):
         model = WaveNet(cfg)
         model.load_state_dict(compatible_state(model, payload[key]))
@@ -442,7 +442,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, device: torch.device) -> d
         losses[key] = {"frames": evaluate(model, batches, device)}
         if cfg.mel is not None:
             losses[key]["free"] = evaluate(model, batches, device, free=True)
-    return losses
+    return {"checkpoint": str(checkpoint), "step": payload["progress"]["step"], "valid_bits": losses}
 
 
 def plot_curves(progress: Progress, path: Path) -> None:
@@ -578,9 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.export}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
         return 0
     if args.evaluate:
-        step = read_checkpoint(out / "checkpoint.pt")["progress"]["step"]
-        losses = evaluate_checkpoint(out / "checkpoint.pt", data, torch.device(args.device))
-        print(json.dumps({"checkpoint": str(out / "checkpoint.pt"), "step": step, "valid_bits": losses}))
+        print(json.dumps(evaluate_checkpoint(out / "checkpoint.pt", data, torch.device(args.device))))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
