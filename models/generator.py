@@ -9,7 +9,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from models.mulaw import SILENCE
+from models.mulaw import silence
 from models.wavenet import GateBias, ResidualBlock, WaveNet, dilations, frame_context
 
 UNBOUNDED = 2**62  # the end of a stream that runs until closed
@@ -102,7 +102,7 @@ class StreamState:
     slot: int
     seed_audio: np.ndarray | None  # classes still to prime from, or None once primed
     t: int = 0  # samples in the stream so far, seed included
-    last: int = SILENCE  # the previous sample's class: the next step's input
+    last: int = 0  # the previous sample's class: the next step's input (silence until the first)
     end: int = UNBOUNDED  # total samples when the stream is finished
     frames: FrameBuffer = field(default_factory=lambda: FrameBuffer(0))  # raw frames not yet made into biases
     ended: bool = False
@@ -147,7 +147,7 @@ class Generator:
         for q in self.queues:
             q[slot].zero_()
         seed = None if seed_audio is None or len(seed_audio) == 0 else np.asarray(seed_audio, np.int64)
-        state = StreamState(config=config, slot=slot, seed_audio=seed)
+        state = StreamState(config=config, slot=slot, seed_audio=seed, last=silence(self.cfg.classes))
         prime = 0 if seed is None else len(seed)
         if config.length is not None:
             state.end = prime + config.length
@@ -306,7 +306,7 @@ class Generator:
         assert seed is not None and state.constant_bias is not None
         hop = self.cfg.mel.hop if self.cfg.mel is not None else 1
         start = max(0, len(seed) - sum(self.dilations)) // hop * hop
-        inputs = torch.as_tensor(np.concatenate([[SILENCE], seed[:-1]])[start:])[None]
+        inputs = torch.as_tensor(np.concatenate([[silence(self.cfg.classes)], seed[:-1]])[start:])[None]
         per_frame = None
         if state.config.features:
             assert state.frame_bias is None, "no biases are made before the prime"

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 CLASSES = 256  # 8-bit μ-law: the WaveNet's output classes
-SILENCE = CLASSES // 2  # the class of 0.0, used as the input before the first sample
+
+
+def silence(classes: int = CLASSES) -> int:
+    """The class of 0.0 (encode's rounding of the midpoint): the input before the first sample."""
+    return classes // 2
+
+
+SILENCE = silence()  # of the 8-bit classes
 
 
 def encode(audio: np.ndarray, classes: int = CLASSES) -> np.ndarray:

@@ -121,7 +121,8 @@ def example(w: Windows, clip: dict[str, Any], start_frame: int, n_frames_: int) 
     if start_frame:  # the first input is the sample before the window
         classes = w.classes[s0 - 1 : s0 + n_frames_ * hop]
     else:  # or, at the clip's start, silence
-        classes = np.concatenate([np.array([mulaw.SILENCE], w.classes.dtype), w.classes[s0 : s0 + n_frames_ * hop]])
+        first = np.array([mulaw.silence(cfg.classes)], w.classes.dtype)
+        classes = np.concatenate([first, w.classes[s0 : s0 + n_frames_ * hop]])
     frames = np.zeros((n_frames_ + left + right, cfg.mel.n_mels), np.float32)
     lo, hi = start_frame - left, start_frame + n_frames_ + right  # frame range, clip-relative
     src_lo, src_hi = max(lo, 0), min(hi, clip["n_frames"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.generator import Generator, StreamConfig
-from models.mulaw import SILENCE
+from models.mulaw import SILENCE, silence
 from models.wavenet import GateBias, WaveNet, WaveNetConfig, pad_frames, receptive_field
 from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
 
@@ -55,6 +55,22 @@ def test_teacher_forced_queues_equal_parallel_forward(model: WaveNet, features: 
         assert gen.ready(sid) > 0
         got.append(gen.step_logits([sid], inputs[t : t + 1])[0])
     np.testing.assert_allclose(np.array(got), expected, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("classes", [64, 1024])
+def test_a_stream_starts_from_the_silence_of_its_models_classes(classes: int) -> None:
+    """Greedy output of a model with other than 256 classes is the parallel model's argmax, teacher-forced from that
+    model's silence class (with the 8-bit one, 128, a 64-class model fails and a 1,024-class one starts loud)."""
+    cfg = tiny_model("speaker").cfg
+    torch.manual_seed(0)
+    model = WaveNet(WaveNetConfig(**{**cfg.__dict__, "classes": classes})).eval()
+    gen = Generator(model)
+    sid = gen.open(StreamConfig(speaker=1, temperature=0.0, length=60))
+    out = gen.generate(60)[sid]
+    inputs = torch.as_tensor(np.concatenate([[silence(classes)], out[:-1]]))[None]
+    with torch.no_grad():
+        expected = model(inputs, None, torch.tensor([1]))[0].argmax(0).numpy()
+    assert np.array_equal(out, expected)
 
 
 def test_features_are_consumed_only_as_far_as_received_plus_lookahead() -> None:

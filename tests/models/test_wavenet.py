@@ -85,6 +85,8 @@ def test_mulaw_round_trip() -> None:
     assert err.max() <= 0.51 * step  # rounding happens in the companded domain
     assert err[np.abs(x) < 0.01].max() < 3e-4  # fine steps near zero: the point of μ-law
     assert mulaw.encode(np.array([0.0]))[0] == mulaw.SILENCE
+    for classes in (3, 64, 256, 1024):
+        assert mulaw.encode(np.array([0.0]), classes)[0] == mulaw.silence(classes)
 
 
 def test_log_mel_frames_follow_the_declared_grid() -> None:
