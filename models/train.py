@@ -371,7 +371,8 @@ class Trainer:
             self.progress.valid_free.append((step, evaluate(self.ema, self.valid, self.device, free=True)))
 
     def run(self, until: int, stop: list[bool], show: bool = True, checkpoint: bool = True) -> list[float]:
-        """Train until step `until` (or a stop request), then checkpoint; returns the losses of the steps run."""
+        """Train until step `until` (or a stop request), checkpointing every few minutes and at the end (neither
+        without `checkpoint`: the budget probe's steps run under a half-made schedule); the losses of the steps run."""
         from tqdm import tqdm
 
         losses: list[float] = []
@@ -403,7 +404,7 @@ class Trainer:
                 valid += f" (free {self.progress.valid_free[-1][1]:.3f})"
             bar.set_postfix_str(f"loss {loss:.3f} bits  valid {valid}  {rate:,.0f} samples/s", refresh=False)
             bar.update(1)
-            if now - last_save > 60 * self.tc.checkpoint_minutes:
+            if checkpoint and now - last_save > 60 * self.tc.checkpoint_minutes:
                 self.save()
                 last_save = now
         bar.close()

@@ -235,6 +235,20 @@ def test_a_stop_during_the_budget_probe_keeps_the_schedule(data: Path, tmp_path:
     assert trainer.tc == TC  # not a schedule fitted to a rate of 0 steps/s
 
 
+def test_the_budget_probe_saves_no_checkpoint_however_long_it_takes(data: Path, tmp_path: Path) -> None:
+    """Its steps run with the new start and the old end: a checkpoint then, and a kill, would resume that mix."""
+    import time
+
+    from models.train import fit_schedule_to_budget
+
+    trainer = Trainer(CFG, dataclasses.replace(TC, checkpoint_minutes=0), data, tmp_path / "run", torch.device("cpu"))
+    fit_schedule_to_budget(trainer, [False], deadline=time.monotonic() + 3600, probe=3)
+    assert trainer.progress.step == 6 and not (tmp_path / "run" / "checkpoint.pt").exists()
+    trainer.run(8, [False], show=False)  # the fitted schedule's steps do save
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["train_config"]["steps"] == trainer.tc.steps
+
+
 @pytest.mark.parametrize("emulated", [True, False])
 def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(data: Path, tmp_path: Path, emulated: bool,
                                                         monkeypatch: pytest.MonkeyPatch,
