@@ -96,13 +96,23 @@ def default_threads() -> int:
     return min(cpus, cgroup_cpus() or cpus)
 
 
-def cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
-    """CPUs the cgroup v2 quota allows ('QUOTA PERIOD', rounded up), or None: no quota, or no such file."""
+def cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max", v1: str = "/sys/fs/cgroup/cpu") -> int | None:
+    """CPUs the cgroup quota allows (rounded up), or None: no quota, or no such files. cgroup v2's `path` holds
+    'QUOTA PERIOD' (QUOTA 'max': none); on a cgroup v1 host (older Docker and Kubernetes nodes) the folder `v1`
+    holds cpu.cfs_quota_us (-1: none) and cpu.cfs_period_us."""
     try:
-        quota, period = open(path).read().split()[:2]
-        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+        return quota_cpus(*open(path).read().split()[:2])
+    except (OSError, ValueError, TypeError):
+        pass
+    try:
+        return quota_cpus(open(f"{v1}/cpu.cfs_quota_us").read().strip(), open(f"{v1}/cpu.cfs_period_us").read().strip())
     except (OSError, ValueError):
         return None
+
+
+def quota_cpus(quota: str, period: str) -> int | None:
+    """CPUs a CFS quota of `quota` microseconds per `period` allows, rounded up; None for no quota."""
+    return None if quota in ("max", "-1") else max(1, math.ceil(int(quota) / int(period)))
 
 
 class FastGenerator(Generator):

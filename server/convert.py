@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from models import emphasis
 from models.features import MelSpec
@@ -34,6 +37,28 @@ class Request:
     frames: np.ndarray | None  # (n, channels), given whole
     encoding: Encoding
     chunk_samples: int
+
+
+@dataclass(frozen=True)
+class Garbled:
+    """Bytes that do not parse as the method's request message, handed to the handler in its place so that they are
+    answered INVALID_ARGUMENT (gRPC itself would fail the call as UNKNOWN or INTERNAL, with a traceback)."""
+
+    message_type: str
+    error: str
+
+    def problem(self, which: str = "") -> str:
+        return f"{which}not a valid {self.message_type} message ({self.error})"
+
+
+def lenient(message_class: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that answers bytes it cannot parse with Garbled rather than an exception."""
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Garbled(message_class.DESCRIPTOR.full_name, str(exc))
+    return parse
 
 
 def model_info(name: str, cfg: WaveNetConfig, speakers: list[str]) -> pb.ModelInfo:

@@ -91,20 +91,24 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             scheduler = model.scheduler
             metrics.active.labels(name).set_function(lambda s=scheduler: s.active)  # type: ignore[misc]
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
+    async def ListModels(self, request: pb.ListModelsRequest | convert.Garbled,
+                         context: Context) -> pb.ListModelsResponse:
+        if isinstance(request, convert.Garbled):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem()}")
         return pb.ListModelsResponse(models=[m.info for m in self.models.values()])
 
     # Streaming handlers write with context.write rather than yield: a cancelled call then raises inside the
     # handler, so its stream is freed at once (an abandoned async generator is only closed when collected).
-    async def Generate(self, request: pb.GenerateRequest, context: Context) -> None:
+    async def Generate(self, request: pb.GenerateRequest | convert.Garbled, context: Context) -> None:
         await self._serve("Generate", request, None, context)
 
-    async def Synthesize(self, request_iterator: AsyncIterator[pb.SynthesizeRequest], context: Context) -> None:
+    async def Synthesize(self, request_iterator: AsyncIterator[pb.SynthesizeRequest | convert.Garbled],
+                         context: Context) -> None:
         await self._serve("Synthesize", None, request_iterator, context)
 
     # --- one request, either method -----------------------------------------------------------------
-    async def _serve(self, method: str, request: pb.GenerateRequest | None,
-                     feed: AsyncIterator[pb.SynthesizeRequest] | None,
+    async def _serve(self, method: str, request: pb.GenerateRequest | convert.Garbled | None,
+                     feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled] | None,
                      context: Context) -> None:
         """Generate's request, or (request None) Synthesize's config read from the feed's first message."""
         rid = uuid.uuid4().hex[:16]
@@ -115,6 +119,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         model_name = self.default
         stream: Stream | None = None
         try:
+            if isinstance(request, convert.Garbled):
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem()}")
             if request is None:
                 assert feed is not None
                 request = await _config(feed, self.limits.idle_seconds)
@@ -219,8 +225,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 "ttfa_ms": None if first_audio is None else round(1000 * first_audio, 1),
             }))
 
-    async def _feed(self, model: LoadedModel, stream: Stream, feed: AsyncIterator[pb.SynthesizeRequest],
-                    prime_samples: int) -> None:
+    async def _feed(self, model: LoadedModel, stream: Stream,
+                    feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled], prime_samples: int) -> None:
         """Synthesize's input side: frames into the generator as they arrive; a bad message fails the stream."""
         assert model.cfg.mel is not None
         hop = model.cfg.mel.hop
@@ -235,8 +241,10 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             await model.scheduler.end_frames(stream)
 
         try:
-            async for message in feed:
+            async for number, message in _numbered(feed, start=2):  # the config was message 1
                 stream.active_at = time.monotonic()
+                if isinstance(message, convert.Garbled):
+                    raise InvalidField("request", message.problem(f"message {number}: "))
                 kind = message.WhichOneof("kind")
                 if kind == "config":
                     raise InvalidField("config", "only the first message may carry the config")
@@ -280,7 +288,16 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         handler.cancel()
 
 
-async def _config(feed: AsyncIterator[pb.SynthesizeRequest], idle_seconds: float) -> pb.GenerateRequest:
+async def _numbered(feed: AsyncIterator[Any], start: int) -> AsyncIterator[tuple[int, Any]]:
+    """enumerate for an async iterator."""
+    number = start
+    async for item in feed:
+        yield number, item
+        number += 1
+
+
+async def _config(feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled],
+                  idle_seconds: float) -> pb.GenerateRequest:
     """Synthesize's first message, which must be the config, and come within idle_seconds."""
     try:
         first = await asyncio.wait_for(feed.__anext__(), idle_seconds)
@@ -289,6 +306,8 @@ async def _config(feed: AsyncIterator[pb.SynthesizeRequest], idle_seconds: float
     except TimeoutError:
         raise _Abort(grpc.StatusCode.OUT_OF_RANGE, f"config: none arrived for {idle_seconds:g} s (the server's "
                                                    "--idle-seconds)") from None
+    if isinstance(first, convert.Garbled):
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {first.problem('message 1: ')}")
     if first.WhichOneof("kind") != "config":
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "config: the first message must be the config")
     return first.config
@@ -301,11 +320,13 @@ async def _abort_soon(context: Context, code: grpc.StatusCode, message: str) -> 
     """context.abort, or, if the status cannot be sent within ABORT_SECONDS (queued behind audio a client is not
     reading), cancellation: the handler ends now and the status still goes out if the client reads on."""
     abort = asyncio.ensure_future(context.abort(code, message))
+    # its outcome retrieved whatever becomes of this handler (cancelled while it waits: the client left), else
+    # asyncio logs "Task exception was never retrieved" (session 11's soak: 295 in 10 minutes)
+    abort.add_done_callback(lambda task: task.cancelled() or task.exception())
     done, _ = await asyncio.wait({abort}, timeout=ABORT_SECONDS)
-    if abort in done:
+    if abort in done and not (isinstance(abort.exception(), grpc.aio.InternalError) and context.done()):
         abort.result()  # raises the AbortError that ends the call
-    abort.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieve it: no warning
-    raise asyncio.CancelledError
+    raise asyncio.CancelledError  # not sent in time, or the call had ended under it (as _write's _CallEnded)
 
 
 async def _write(context: Context, chunk: pb.AudioChunk) -> None:
@@ -335,6 +356,30 @@ class _Abort(Exception):
 # --- the process ------------------------------------------------------------------------------------
 
 
+HANDLERS = {  # (client streaming, server streaming): gRPC's handler of that shape
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_service(servicer: WaveNetService, server: grpc.aio.Server) -> None:
+    """Register the service's methods as the generated add_WaveNetServicer_to_server does, from the proto's
+    descriptor, except that a request that does not parse reaches its handler as convert.Garbled."""
+    service = pb.DESCRIPTOR.services_by_name["WaveNet"]
+    handlers = {
+        method.name: HANDLERS[method.client_streaming, method.server_streaming](
+            getattr(servicer, method.name),
+            request_deserializer=convert.lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: Metrics,
                 on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until stop is set (or SIGTERM / SIGINT), then refuse new calls and drain for options.grace seconds."""
@@ -343,7 +388,7 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
                     ("grpc.max_send_message_length", limits.max_message_bytes)]
     interceptors = [TokenAuth(options.tokens)] if options.tokens else []
     server = grpc.aio.server(options=grpc_options, interceptors=interceptors)
-    pb_grpc.add_WaveNetServicer_to_server(WaveNetService(models, limits, metrics), server)
+    add_service(WaveNetService(models, limits, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -384,6 +429,9 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
         await model.scheduler.stop()
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wavenet-server", description="Serve WaveNet models over gRPC.")
     p.add_argument("--model", action="append", metavar="[NAME=]PATH",
@@ -408,7 +456,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--tokens-file", help=f"bearer tokens, one per line (also ${TOKENS_ENV}, comma-separated); "
                                          "with any token set, calls need one (health stays open)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                   help="any case (WAVENET_LOG_LEVEL in the container)")
     return p.parse_args(argv)
 
 
@@ -419,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from(args)
         models = {}
         for spec in args.model or [str(DEFAULT_MODEL)]:
+            if (name := model_spec(spec)[0]) in models:  # the later would replace the earlier without a word
+                raise ValueError(f"--model {spec}: a model named {name!r} is already loaded; name it (NAME=PATH)")
             loaded = load_model(spec, max_streams(args, engine_variant()),
                                 None if args.precision == "auto" else args.precision)
             models[loaded.name] = loaded

@@ -139,14 +139,20 @@ def test_a_killed_client_frees_its_slot(own_server: RunningServer) -> None:
     wait_for(lambda: scheduler.active == 0)
 
 
-@pytest.mark.parametrize("problem", ["missing", "truncated", "not a checkpoint"])
+@pytest.mark.parametrize("problem", ["missing", "truncated", "not a checkpoint", "a second model of its name"])
 def test_a_bad_model_at_start_up_is_one_line_and_exit_2(tmp_path: Path, model_path: Path, problem: str) -> None:
     path = tmp_path / "bad.pt"
+    models = ["--model", str(path)]
     if problem == "truncated":
         path.write_bytes(model_path.read_bytes()[:500])
     elif problem == "not a checkpoint":
         path.write_text("hello")
-    done = subprocess.run([sys.executable, "-m", "server.service", "--model", str(path), "--port", "0"],
+    elif problem == "a second model of its name":  # the second replaced the first without a word
+        path = tmp_path / "other" / model_path.name
+        path.parent.mkdir()
+        path.write_bytes(model_path.read_bytes())
+        models = ["--model", str(model_path), "--model", str(path)]
+    done = subprocess.run([sys.executable, "-m", "server.service", *models, "--port", "0"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -393,3 +399,48 @@ def test_a_write_failing_on_a_live_call_is_an_error_not_a_cancellation(model_pat
     service, active = asyncio.run(main())
     assert active == 0
     assert service.metrics.requests.labels("Generate", "INTERNAL")._value.get() == 1
+
+
+class LeftCall:
+    """A call whose client has gone: sending the status fails (as gRPC's ExecuteBatchError does) after `delay`."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    async def abort(self, code: grpc.StatusCode, message: str) -> None:
+        await asyncio.sleep(self.delay)
+        raise grpc.aio.InternalError("Failed \"execute_batch\"")
+
+    def done(self) -> bool:
+        return True
+
+
+def test_an_abort_outliving_its_cancelled_handler_is_not_logged_as_never_retrieved() -> None:
+    """The soak's 295 "Task exception was never retrieved" errors in 10 minutes: a client that leaves while its
+    call's status is being sent cancels the handler, and the abort task then failed with nobody to retrieve it."""
+    import gc
+
+    from server.service import _abort_soon
+
+    async def scenario() -> list[str]:
+        unhandled: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context["message"]))
+        handler = asyncio.ensure_future(_abort_soon(LeftCall(0.05), grpc.StatusCode.INVALID_ARGUMENT, "speaker: …"))
+        await asyncio.sleep(0.01)
+        handler.cancel()  # the client left: gRPC cancels the handler
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+        await asyncio.sleep(0.1)  # the abort fails after its handler has gone
+        del handler
+        gc.collect()
+        return unhandled
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_an_abort_that_fails_because_the_call_ended_ends_the_handler_quietly() -> None:
+    """As _write's _CallEnded: cancellation, which gRPC expects of a call that has gone, not an InternalError."""
+    from server.service import _abort_soon
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(_abort_soon(LeftCall(0.0), grpc.StatusCode.INVALID_ARGUMENT, "speaker: …"))

@@ -275,6 +275,42 @@ def test_bad_synthesize_streams_get_invalid_argument(server: RunningServer, stub
     assert len(collect(stub.Generate(pb.GenerateRequest(samples=64)))[1]) == 64  # still serving
 
 
+GARBLED = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, a length past the end: no protobuf message parses from it
+
+
+def raw(channel: grpc.Channel, method: str, shape: str) -> grpc.UnaryStreamMultiCallable:
+    """A call of the service's method that sends and receives bytes as they are, to send ones that do not parse."""
+    return getattr(channel, shape)(f"/wavenet.v1.WaveNet/{method}", request_serializer=bytes,
+                                   response_deserializer=bytes)
+
+
+@pytest.mark.parametrize("method, shape, messages, problem", [
+    ("ListModels", "unary_unary", GARBLED, "request: not a valid wavenet.v1.ListModelsRequest message"),
+    ("Generate", "unary_stream", GARBLED, "request: not a valid wavenet.v1.GenerateRequest message"),
+    ("Synthesize", "stream_stream", [GARBLED], "request: message 1: not a valid wavenet.v1.SynthesizeRequest"),
+    ("Synthesize", "stream_stream", [config_msg().SerializeToString(), frames_req(GOOD_FRAMES).SerializeToString(),
+                                     GARBLED], "request: message 3: not a valid wavenet.v1.SynthesizeRequest"),
+])
+def test_a_message_that_does_not_parse_gets_invalid_argument(server: RunningServer, method: str, shape: str,
+                                                             messages: bytes | list[bytes], problem: str) -> None:
+    """Not UNKNOWN or INTERNAL with a traceback, as gRPC answers by itself: a client's bug is not a server fault."""
+    def counted(code: str) -> float:
+        labels = {"method": method, "code": code}
+        return server.metrics.registry.get_sample_value("wavenet_requests_total", labels) or 0.0
+
+    before = counted("INVALID_ARGUMENT"), counted("INTERNAL")
+    with grpc.insecure_channel(server.address) as channel:
+        call = raw(channel, method, shape)
+        with pytest.raises(grpc.RpcError) as error:
+            reply = call(iter(messages) if isinstance(messages, list) else messages, timeout=20)
+            list(reply) if shape != "unary_unary" else reply
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+        assert (error.value.details() or "").startswith(problem)
+        if method != "ListModels":  # counted as the client's fault
+            wait_for(lambda: (counted("INVALID_ARGUMENT"), counted("INTERNAL")) == (before[0] + 1, before[1]))
+        assert len(collect(pb_grpc.WaveNetStub(channel).Generate(pb.GenerateRequest(samples=64)))[1]) == 64
+
+
 def test_too_many_frames_in_total_is_refused(stub: pb_grpc.WaveNetStub) -> None:
     block = random_frames(1000, MELS)
     messages = [config_msg()] + [frames_req(block)] * (LIMITS.max_frames // 1000 + 1) + [END]
@@ -420,6 +456,16 @@ def test_max_streams_defaults_to_what_the_engine_keeps_in_real_time_and_the_flag
         max_streams(parse_args(["--max-streams", "0"]), "avx512")
 
 
+def test_the_log_level_is_taken_in_any_case_and_a_wrong_one_is_a_usage_error() -> None:
+    """WAVENET_LOG_LEVEL=debug in the container: the server crashed with a traceback, restarting in a loop."""
+    from server.service import parse_args
+
+    assert parse_args(["--log-level", "debug"]).log_level == "DEBUG"
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--log-level", "verbose"])
+    assert exit_.value.code == 2
+
+
 @pytest.mark.parametrize("content, cpus", [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1),
                                            ("400000 100000\n", 4), (None, None), ("garbage\n", None)])
 def test_a_cgroup_cpu_quota_caps_the_cpus_counted(tmp_path: Path, content: str | None, cpus: int | None) -> None:
@@ -428,4 +474,13 @@ def test_a_cgroup_cpu_quota_caps_the_cpus_counted(tmp_path: Path, content: str |
     path = tmp_path / "cpu.max"
     if content is not None:
         path.write_text(content)
-    assert cgroup_cpus(str(path)) == cpus
+    assert cgroup_cpus(str(path), v1=str(tmp_path / "no-v1")) == cpus
+
+
+@pytest.mark.parametrize("quota, cpus", [("-1", None), ("150000", 2), ("50000", 1), ("garbage", None)])
+def test_a_cgroup_v1_cpu_quota_caps_the_cpus_counted_too(tmp_path: Path, quota: str, cpus: int | None) -> None:
+    from models.fast import cgroup_cpus
+
+    (tmp_path / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpus(str(tmp_path / "no-v2"), v1=str(tmp_path)) == cpus
