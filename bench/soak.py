@@ -1,5 +1,5 @@
 """Soak: for N minutes, 2 x --max-streams clients of mixed behaviour against a live server; then report outcomes,
-exact lengths, INTERNAL/UNKNOWN errors, server memory and the active-streams gauge.
+exact lengths, INTERNAL/UNKNOWN errors, the server's ERROR log lines, server memory and the active-streams gauge.
 
 Prints a table, then one JSON line. Run: python bench/soak.py --minutes 10 [--max-streams 8] [--model PATH]
 """
@@ -11,6 +11,7 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -128,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
     port, metrics_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
+    server_log = tempfile.TemporaryFile("w+")
     server = subprocess.Popen([sys.executable, "-m", "server.service", "--model", args.model, "--port", str(port),
                                "--max-streams", str(args.max_streams), "--metrics-port", str(metrics_port),
-                               "--log-level", "WARNING"], cwd=ROOT)
+                               "--log-level", "WARNING"], cwd=ROOT, stderr=server_log)
     try:
         wait_healthy(address, server)
         rss_start = rss_mb(server.pid)
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         server.terminate()
         server.wait(60)
     internal = tally.codes.get("INTERNAL", 0) + tally.codes.get("UNKNOWN", 0)
+    server_log.seek(0)
+    errors = error_lines(server_log.read())
     result = {
         "minutes": args.minutes,
         "clients": 2 * args.max_streams,
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "completed_wrong_length": tally.wrong_length,
         "by_code": dict(sorted(tally.codes.items())),
         "internal_errors": internal,
+        "server_error_logs": len(errors),
         "rss_mb_start": round(rss_start, 1),
         "rss_mb_warm": round(rss_warm, 1),
         "rss_mb_end": round(rss_end, 1),
@@ -173,8 +178,16 @@ def main(argv: list[str] | None = None) -> int:
           f"model {args.model}")
     for key, value in result.items():
         print(f"{key:<26} {value}")
+    for line, count in Counter(errors).most_common(5):
+        print(f"  {count} x {line[:160]}")
     print(json.dumps(result))
-    return 0 if internal == 0 and tally.wrong_length == 0 and active_after == 0 else 1
+    return 0 if internal == 0 and not errors and tally.wrong_length == 0 and active_after == 0 else 1
+
+
+def error_lines(log: str) -> list[str]:
+    """The server log's ERROR and CRITICAL records ("TIME LEVEL LOGGER MESSAGE"), without their timestamps."""
+    return [line.split(" ", 2)[2] for line in log.splitlines()
+            if len(line.split(" ", 3)) > 3 and line.split(" ", 3)[2] in ("ERROR", "CRITICAL")]
 
 
 if __name__ == "__main__":
