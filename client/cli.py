@@ -15,6 +15,7 @@ import soundfile as sf
 
 from client.api import Chunk, WaveNetClient
 from server.settings import DEFAULT_PORT
+from wavenet.v1 import wavenet_pb2 as pb
 
 TOKEN_ENV = "WAVENET_TOKEN"
 
@@ -48,16 +49,29 @@ class Progress:
 
 
 def receive(chunks: Iterator[Chunk], progress: Progress) -> tuple[np.ndarray, Chunk | None]:
-    """All audio of a call, in order; and its last chunk (with the summary)."""
+    """All audio of a call, in order; and its last chunk (with the summary). A call that ends early (Ctrl-C, an
+    error) after some audio raises Cut with that audio, to be kept rather than thrown away."""
     parts, last = [], None
     try:
         for chunk in chunks:
             parts.append(chunk.audio)
             progress.update(chunk)
             last = chunk
+    except (KeyboardInterrupt, grpc.RpcError) as exc:
+        if sum(len(p) for p in parts):
+            raise Cut(np.concatenate(parts), progress.sample_rate, exc) from exc
+        raise
     finally:
         progress.close()  # an error then starts a line of its own
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), last
+
+
+class Cut(Exception):
+    """A call ended early, after `audio` had arrived."""
+
+    def __init__(self, audio: np.ndarray, sample_rate: int, cause: BaseException):
+        super().__init__(str(cause))
+        self.audio, self.sample_rate, self.cause = audio, sample_rate, cause
 
 
 def write_audio(path: str, audio: np.ndarray, sample_rate: int) -> None:
@@ -69,6 +83,8 @@ def write_audio(path: str, audio: np.ndarray, sample_rate: int) -> None:
 
 def output_problem(path: str) -> str | None:
     """Why the output cannot be written (checked before any audio is made), or None."""
+    if path.endswith(("/", os.sep)) or Path(path).is_dir():
+        return f"cannot write {path}: it is a folder; give a file name"
     if Path(path).suffix.lower() not in (".wav", ".flac"):
         return f"output must be .wav or .flac, got {path}"
     folder = Path(path).parent
@@ -87,10 +103,44 @@ def non_negative(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """An argparse type: a 64-bit unsigned seed."""
+    value = non_negative(text)
+    if value >= 2**64:
+        raise argparse.ArgumentTypeError(f"must be < 2**64, got {value}")
+    return value
+
+
+def positive(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def speaker(text: str) -> str:
+    """An argparse type: a speaker's name, or an index >= 0 (resolved against the model by speaker_index)."""
+    if text.lstrip("-").isdigit():
+        non_negative(text)
+    return text
+
+
+def speaker_index(info: pb.ModelInfo, speaker: str | None) -> int | None:
+    """--speaker as the model's speaker index: given as the index or as the name `models` lists."""
+    if speaker is None or speaker.isdigit():
+        return None if speaker is None else int(speaker)
+    if speaker in info.speakers:
+        return list(info.speakers).index(speaker)
+    raise ValueError(f"--speaker: model {info.name} has no speaker {speaker!r} "
+                     f"(have {', '.join(info.speakers) or 'none'}, or their index from 0)")
+
+
 def cmd_models(client: WaveNetClient, args: argparse.Namespace) -> int:
     for info in client.models():
+        speakers = ", ".join(f"{i} {name}" for i, name in enumerate(info.speakers)) or "-"
         print(f"{info.name}: {info.sample_rate} Hz, {info.classes} classes, receptive field {info.receptive_field} "
-              f"samples, speakers {list(info.speakers) or '-'}")
+              f"samples, default temperature {info.default_temperature:g}; speakers: {speakers}")
         if info.HasField("features"):
             f = info.features
             print(f"  features: {f.channels} log-mel bands, hop {f.hop}, lookahead {f.lookahead_frames} frames")
@@ -101,7 +151,7 @@ def cmd_models(client: WaveNetClient, args: argparse.Namespace) -> int:
 def cmd_generate(client: WaveNetClient, args: argparse.Namespace) -> int:
     info = client.model(args.model)
     progress = Progress(info.sample_rate, args.seconds, args.quiet)
-    audio, last = receive(client.generate(args.seconds, model=info.name, speaker=args.speaker,
+    audio, last = receive(client.generate(args.seconds, model=info.name, speaker=speaker_index(info, args.speaker),
                                           temperature=args.temperature, seed=args.seed), progress)
     write_audio(args.output, audio, info.sample_rate)
     report(args, len(audio) / info.sample_rate, last)
@@ -109,14 +159,19 @@ def cmd_generate(client: WaveNetClient, args: argparse.Namespace) -> int:
 
 
 def cmd_vocode(client: WaveNetClient, args: argparse.Namespace) -> int:
+    if not Path(args.input).is_file():
+        raise BadFile(f"cannot read {args.input}: no such file")
     try:
         recording, rate = sf.read(args.input, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         raise BadFile(f"cannot read {args.input}: {exc}") from None
     info = client.model(args.model)
+    if info.HasField("features") and len(recording) * info.sample_rate < info.features.hop * rate:
+        raise BadFile(f"cannot vocode {args.input}: {len(recording)} samples at {rate} Hz is shorter than one "
+                      f"frame ({info.features.hop} samples at {info.sample_rate} Hz)")
     progress = Progress(info.sample_rate, len(recording) / rate, args.quiet)
-    chunks = client.vocode(recording, rate, model=info.name, realtime=args.realtime, speaker=args.speaker,
-                           temperature=args.temperature, seed=args.seed)
+    chunks = client.vocode(recording, rate, model=info.name, realtime=args.realtime,
+                           speaker=speaker_index(info, args.speaker), temperature=args.temperature, seed=args.seed)
     audio, last = receive(chunks, progress)
     write_audio(args.output, audio, info.sample_rate)
     report(args, len(audio) / info.sample_rate, last)
@@ -142,8 +197,9 @@ def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
-    p.add_argument("--server", default=default(f"localhost:{DEFAULT_PORT}"), help="host:port of the wavenet-server")
-    p.add_argument("--timeout", type=float, default=default(None), help="deadline per call, seconds")
+    p.add_argument("--server", default=default(f"localhost:{DEFAULT_PORT}"),
+                   help=f"host:port of the wavenet-server (default localhost:{DEFAULT_PORT})")
+    p.add_argument("--timeout", type=positive, default=default(None), help="deadline per call, seconds")
     p.add_argument("--quiet", action="store_true", default=default(False), help="no progress bar or report")
     p.add_argument("--tls", action="store_true", default=default(False),
                    help="connect with TLS (system roots unless --ca)")
@@ -162,13 +218,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     def sampling(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", default="", help="model name (default: the server's default)")
-        q.add_argument("--speaker", type=non_negative, default=None)
-        q.add_argument("--temperature", type=float, default=None)
-        q.add_argument("--seed", type=non_negative, default=None, help="same seed, same audio")
+        q.add_argument("--speaker", type=speaker, default=None,
+                       help="a speaker's name or its index from 0, as `models` lists them (default: the first)")
+        q.add_argument("--temperature", type=float, default=None,
+                       help="sampling temperature: lower is plainer, 0 always the likeliest class (default: the "
+                            "model's, as `models` lists)")
+        q.add_argument("--seed", type=seed, default=None, help="same seed, same audio (default: a random one)")
         q.add_argument("-o", "--output", required=True, help="output .wav or .flac")
 
     g = sub.add_parser("generate", help="free-running audio", parents=[common])
-    g.add_argument("--seconds", type=float, required=True)
+    g.add_argument("--seconds", type=float, required=True, help="audio to generate (the server sets a limit)")
     sampling(g)
     v = sub.add_parser("vocode", help="re-voice a recording through its log-mel frames", parents=[common])
     v.add_argument("input", help="a recording soundfile can read")
@@ -196,17 +255,47 @@ def main(argv: list[str] | None = None) -> int:
         except BadFile as exc:
             print(f"wavenet-client: {exc}", file=sys.stderr)
             return 2
+        except Cut as cut:  # keep what arrived: a long stream interrupted is not a stream lost
+            try:
+                write_audio(args.output, cut.audio, cut.sample_rate)
+            except BadFile as exc:
+                print(f"wavenet-client: {exc}", file=sys.stderr)
+                return 2
+            kept = f"wrote the {len(cut.audio) / cut.sample_rate:.2f} s received to {args.output}"
+            if isinstance(cut.cause, KeyboardInterrupt):
+                print(f"wavenet-client: interrupted: {kept}", file=sys.stderr)
+                return INTERRUPTED
+            print(f"wavenet-client: the call ended early, {rpc_error(cut.cause)}: {kept}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("wavenet-client: interrupted", file=sys.stderr)
+            return INTERRUPTED
         except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else None
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                print(f"wavenet-client: cannot reach a server at {args.server}: {details}", file=sys.stderr)
+            if rpc_code(exc) == grpc.StatusCode.UNAVAILABLE:
+                print(f"wavenet-client: cannot reach a server at {args.server}: {rpc_details(exc)}", file=sys.stderr)
             else:
-                print(f"wavenet-client: {code.name if code else 'error'}: {details}", file=sys.stderr)
+                print(f"wavenet-client: {rpc_error(exc)}", file=sys.stderr)
             return 1
         except (KeyError, ValueError) as exc:
             print(f"wavenet-client: {exc.args[0] if exc.args else exc}", file=sys.stderr)  # a KeyError's str quotes
             return 2
+
+
+INTERRUPTED = 130  # a shell's status for a command ended by SIGINT
+
+
+def rpc_code(exc: BaseException) -> grpc.StatusCode | None:
+    return exc.code() if hasattr(exc, "code") else None
+
+
+def rpc_details(exc: BaseException) -> str:
+    return exc.details() if hasattr(exc, "details") else str(exc)
+
+
+def rpc_error(exc: BaseException) -> str:
+    """"CODE: details" of a failed call."""
+    code = rpc_code(exc)
+    return f"{code.name if code else 'error'}: {rpc_details(exc)}"
 
 
 if __name__ == "__main__":

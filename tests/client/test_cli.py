@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import soundfile as sf
@@ -144,3 +145,91 @@ def test_progress_past_its_estimate_raises_no_warning() -> None:
             progress.update(Chunk(first_sample=first, audio=np.zeros(3220, np.float32), summary=None))
         progress.close()
     assert progress.bar.total == pytest.approx(16100 / 16000)
+
+
+def seeded_generate(server: RunningServer, out: Path, *extra: str) -> int:
+    return main(["--server", server.address, "--quiet", "generate", "--seconds", "2", "--seed", "7", "-o", str(out),
+                 *extra])
+
+
+def stop_after(chunks: int, error: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the client's progress raise `error` (as Ctrl-C or a failed call would) after `chunks` chunks."""
+    update = Progress.update
+    seen = []
+
+    def update_then_stop(self: Progress, chunk: Chunk) -> None:
+        update(self, chunk)
+        seen.append(chunk)
+        if len(seen) == chunks:
+            raise error
+
+    monkeypatch.setattr(Progress, "update", update_then_stop)
+
+
+class Gone(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "Socket closed"
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (KeyboardInterrupt(), 130, "wavenet-client: interrupted: wrote the "),
+    (Gone(), 1, "wavenet-client: the call ended early, UNAVAILABLE: Socket closed: wrote the "),
+])
+def test_a_call_cut_short_keeps_the_audio_received(server: RunningServer, tmp_path: Path, error: BaseException,
+                                                   code: int, message: str, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C, or the server going away, after 3 chunks: they are written, and they are the audio the whole call
+    makes (same seed), not a server that cannot be reached."""
+    whole = tmp_path / "whole.wav"
+    assert seeded_generate(server, whole) == 0
+    stop_after(3, error, monkeypatch)
+    cut = tmp_path / "cut.wav"
+    assert seeded_generate(server, cut) == code
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err and "cannot reach" not in err
+    got, expected = sf.read(cut)[0], sf.read(whole)[0]
+    assert 0 < len(got) < len(expected) and np.array_equal(got, expected[: len(got)])
+
+
+@pytest.mark.parametrize("output", ["folder", "folder/", "x.wav/"])
+def test_a_folder_as_the_output_is_refused_before_generating(tmp_path: Path, output: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "folder").mkdir()
+    path = f"{tmp_path}/{output}"
+    assert main(["--server", "127.0.0.1:1", "generate", "--seconds", "1", "-o", path]) == 2  # before connecting
+    assert capsys.readouterr().err.strip() == f"wavenet-client: cannot write {path}: it is a folder; give a file name"
+
+
+def test_a_missing_or_too_short_recording_is_named(server: RunningServer, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.wav"
+    assert main(["--server", server.address, "vocode", str(missing), "-o", str(tmp_path / "o.wav")]) == 2
+    assert capsys.readouterr().err.strip() == f"wavenet-client: cannot read {missing}: no such file"
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(TINY_MEL.hop - 1), TINY_MEL.sample_rate)
+    assert main(["--server", server.address, "vocode", str(short), "-o", str(tmp_path / "o.wav")]) == 2
+    assert "is shorter than one frame" in capsys.readouterr().err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_a_speaker_is_given_by_name_or_index(server: RunningServer, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    by_name, by_index = tmp_path / "name.wav", tmp_path / "index.wav"
+    assert seeded_generate(server, by_name, "--speaker", "bob") == 0
+    assert seeded_generate(server, by_index, "--speaker", "1") == 0
+    assert np.array_equal(sf.read(by_name)[0], sf.read(by_index)[0])
+    assert seeded_generate(server, tmp_path / "x.wav", "--speaker", "carol") == 2
+    assert "--speaker: model tiny has no speaker 'carol' (have alice, bob" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, problem", [("--seed", str(2**64), "must be < 2**64"),
+                                                     ("--timeout", "0", "must be > 0"),
+                                                     ("--timeout", "-1", "must be > 0")])
+def test_out_of_range_seed_or_timeout_is_a_usage_error_naming_the_option(
+        tmp_path: Path, option: str, value: str, problem: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--seconds", "1", f"{option}={value}", "-o", str(tmp_path / "x.wav")])
+    assert exit_.value.code == 2 and f"argument {option}: {problem}" in capsys.readouterr().err
