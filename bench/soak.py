@@ -134,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                                "--max-streams", str(args.max_streams), "--metrics-port", str(metrics_port),
                                "--log-level", "WARNING"], cwd=ROOT, stderr=server_log)
     try:
-        wait_healthy(address, server)
+        try:
+            wait_healthy(address, server)
+        except (RuntimeError, TimeoutError):
+            server_log.seek(0)
+            sys.stderr.write(server_log.read())  # the server's reason
+            raise
         rss_start = rss_mb(server.pid)
         with grpc.insecure_channel(address) as channel:
             info = pb_grpc.WaveNetStub(channel).ListModels(pb.ListModelsRequest()).models[0]
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def error_lines(log: str) -> list[str]:
-    """The server log's ERROR and CRITICAL records ("TIME LEVEL LOGGER MESSAGE"), without their timestamps."""
+    """The server log's ERROR and CRITICAL records ("DATE TIME LEVEL LOGGER MESSAGE"), without date and time."""
     return [line.split(" ", 2)[2] for line in log.splitlines()
             if len(line.split(" ", 3)) > 3 and line.split(" ", 3)[2] in ("ERROR", "CRITICAL")]
 

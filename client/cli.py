@@ -111,18 +111,21 @@ def seed(text: str) -> int:
     return value
 
 
-def positive(text: str) -> float:
-    """An argparse type: a number > 0."""
+def timeout(text: str) -> float:
+    """An argparse type: seconds > 0 and within gRPC's deadlines (nanoseconds in 64 bits)."""
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be > 0 and at most {MAX_TIMEOUT:g} s, got {text}")
     return value
+
+
+MAX_TIMEOUT = 1e8  # seconds; gRPC fails a deadline past 2**63 ns (about 9.2e9 s) at once
 
 
 def speaker(text: str) -> str:
     """An argparse type: a speaker's name, or an index >= 0 (resolved against the model by speaker_index)."""
-    if text.lstrip("-").isdigit():
-        non_negative(text)
+    if text.lstrip("-").isdigit() and not 0 <= int(text) < 2**32:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and < 2**32, got {text}")
     return text
 
 
@@ -159,8 +162,10 @@ def cmd_generate(client: WaveNetClient, args: argparse.Namespace) -> int:
 
 
 def cmd_vocode(client: WaveNetClient, args: argparse.Namespace) -> int:
-    if not Path(args.input).is_file():
+    if not Path(args.input).exists():
         raise BadFile(f"cannot read {args.input}: no such file")
+    if Path(args.input).is_dir():
+        raise BadFile(f"cannot read {args.input}: it is a folder")
     try:
         recording, rate = sf.read(args.input, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
@@ -199,7 +204,7 @@ def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
 
     p.add_argument("--server", default=default(f"localhost:{DEFAULT_PORT}"),
                    help=f"host:port of the wavenet-server (default localhost:{DEFAULT_PORT})")
-    p.add_argument("--timeout", type=positive, default=default(None), help="deadline per call, seconds")
+    p.add_argument("--timeout", type=timeout, default=default(None), help="deadline per call, seconds")
     p.add_argument("--quiet", action="store_true", default=default(False), help="no progress bar or report")
     p.add_argument("--tls", action="store_true", default=default(False),
                    help="connect with TLS (system roots unless --ca)")

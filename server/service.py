@@ -241,7 +241,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             await model.scheduler.end_frames(stream)
 
         try:
-            async for number, message in _numbered(feed, start=2):  # the config was message 1
+            number = 1  # the config
+            async for message in feed:
+                number += 1
                 stream.active_at = time.monotonic()
                 if isinstance(message, convert.Garbled):
                     raise InvalidField("request", message.problem(f"message {number}: "))
@@ -288,14 +290,6 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         handler.cancel()
 
 
-async def _numbered(feed: AsyncIterator[Any], start: int) -> AsyncIterator[tuple[int, Any]]:
-    """enumerate for an async iterator."""
-    number = start
-    async for item in feed:
-        yield number, item
-        number += 1
-
-
 async def _config(feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled],
                   idle_seconds: float) -> pb.GenerateRequest:
     """Synthesize's first message, which must be the config, and come within idle_seconds."""
@@ -324,9 +318,9 @@ async def _abort_soon(context: Context, code: grpc.StatusCode, message: str) -> 
     # asyncio logs "Task exception was never retrieved" (session 11's soak: 295 in 10 minutes)
     abort.add_done_callback(lambda task: task.cancelled() or task.exception())
     done, _ = await asyncio.wait({abort}, timeout=ABORT_SECONDS)
-    if abort in done and not (isinstance(abort.exception(), grpc.aio.InternalError) and context.done()):
+    if abort in done:
         abort.result()  # raises the AbortError that ends the call
-    raise asyncio.CancelledError  # not sent in time, or the call had ended under it (as _write's _CallEnded)
+    raise asyncio.CancelledError
 
 
 async def _write(context: Context, chunk: pb.AudioChunk) -> None:
@@ -429,7 +423,7 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
         await model.scheduler.stop()
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS = sorted(logging.getLevelNamesMapping())  # WARN and FATAL too, as logging takes them
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

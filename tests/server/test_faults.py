@@ -411,9 +411,6 @@ class LeftCall:
         await asyncio.sleep(self.delay)
         raise grpc.aio.InternalError("Failed \"execute_batch\"")
 
-    def done(self) -> bool:
-        return True
-
 
 def test_an_abort_outliving_its_cancelled_handler_is_not_logged_as_never_retrieved() -> None:
     """The soak's 295 "Task exception was never retrieved" errors in 10 minutes: a client that leaves while its
@@ -437,10 +434,3 @@ def test_an_abort_outliving_its_cancelled_handler_is_not_logged_as_never_retriev
 
     assert asyncio.run(scenario()) == []
 
-
-def test_an_abort_that_fails_because_the_call_ended_ends_the_handler_quietly() -> None:
-    """As _write's _CallEnded: cancellation, which gRPC expects of a call that has gone, not an InternalError."""
-    from server.service import _abort_soon
-
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(_abort_soon(LeftCall(0.0), grpc.StatusCode.INVALID_ARGUMENT, "speaker: …"))
