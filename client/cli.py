@@ -75,9 +75,15 @@ class Cut(Exception):
 
 
 def write_audio(path: str, audio: np.ndarray, sample_rate: int) -> None:
+    """Write the file whole or not at all: into a hidden file beside it, then renamed over it, so a failed write
+    (a full disk) leaves an existing file as it was."""
+    target = Path(path)
+    partial = target.with_name(f".{target.stem}.{os.getpid()}.partial{target.suffix}")
     try:
-        sf.write(path, audio, sample_rate, subtype="PCM_16")
+        sf.write(partial, audio, sample_rate, subtype="PCM_16")
+        os.replace(partial, target)
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        partial.unlink(missing_ok=True)
         raise BadFile(f"cannot write {path}: {exc}") from None
 
 

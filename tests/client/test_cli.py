@@ -92,15 +92,19 @@ def test_an_output_that_cannot_be_written_is_refused_before_generating(server: R
 def test_a_failed_write_is_one_line_and_exit_2(server: RunningServer, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    def full_disk(*args: object, **kwargs: object) -> None:
+    def full_disk(file: object, *args: object, **kwargs: object) -> None:
+        Path(str(file)).write_bytes(b"RIFF")  # part of a header, then the disk is full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sf, "write", full_disk)
     out = tmp_path / "x.wav"
+    assert main(["--server", server.address, "--quiet", "generate", "--seconds", "0.2", "-o", str(out)]) == 0
+    before = out.read_bytes()
+    monkeypatch.setattr(sf, "write", full_disk)
     assert main(["--server", server.address, "--quiet", "generate", "--seconds", "0.2", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"wavenet-client: cannot write {out}: ") and "No space left" in err
     assert "Traceback" not in err
+    assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]  # the old file whole, nothing left
 
 
 def test_negative_seed_or_speaker_is_a_usage_error_naming_the_option(tmp_path: Path,
