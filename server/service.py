@@ -44,7 +44,8 @@ from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
 log = logging.getLogger("wavenet.server")
 Context: TypeAlias = grpc.aio.ServicerContext
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WaveNet"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["WaveNet"]
+SERVICE_NAME = SERVICE.full_name
 
 
 @dataclass
@@ -361,17 +362,16 @@ HANDLERS = {  # (client streaming, server streaming): gRPC's handler of that sha
 def add_service(servicer: WaveNetService, server: grpc.aio.Server) -> None:
     """Register the service's methods as the generated add_WaveNetServicer_to_server does, from the proto's
     descriptor, except that a request that does not parse reaches its handler as convert.Garbled."""
-    service = pb.DESCRIPTOR.services_by_name["WaveNet"]
     handlers = {
         method.name: HANDLERS[method.client_streaming, method.server_streaming](
             getattr(servicer, method.name),
             request_deserializer=convert.lenient(getattr(pb, method.input_type.name)),
             response_serializer=getattr(pb, method.output_type.name).SerializeToString,
         )
-        for method in service.methods
+        for method in SERVICE.methods
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: Metrics,
