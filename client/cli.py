@@ -137,8 +137,10 @@ def speaker(text: str) -> str:
 
 def speaker_index(info: pb.ModelInfo, speaker: str | None) -> int | None:
     """--speaker as the model's speaker index: given as the index or as the name `models` lists."""
-    if speaker is None or speaker.isdigit():
-        return None if speaker is None else int(speaker)
+    if speaker is None:
+        return None
+    if speaker.isdigit():
+        return int(speaker)
     if speaker in info.speakers:
         return list(info.speakers).index(speaker)
     raise ValueError(f"--speaker: model {info.name} has no speaker {speaker!r} "
