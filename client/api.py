@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -45,6 +46,7 @@ class WaveNetClient:
         self.stub = pb_grpc.WaveNetStub(self.channel)
         self.timeout = timeout
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.max_message_bytes = max_message_bytes
 
     def close(self) -> None:
         self.channel.close()
@@ -70,39 +72,76 @@ class WaveNetClient:
                  speaker: int | None = None, temperature: float | None = None, seed: int | None = None,
                  features: np.ndarray | None = None, prime: np.ndarray | None = None,
                  chunk_samples: int = 0) -> Iterator[Chunk]:
-        """Free-running audio (give seconds or samples), or features (frames, channels) vocoded whole."""
+        """Free-running audio (give seconds or samples), or features (frames, channels) vocoded whole.
+
+        Bad arguments raise ValueError here; the call starts when the chunks are first asked for.
+        """
         request = request_for(model=model, seconds=seconds, samples=samples, speaker=speaker,
                               temperature=temperature, seed=seed, chunk_samples=chunk_samples)
         if features is not None:
-            request.features.CopyFrom(frames_message(features))
+            request.features.CopyFrom(frames_message(frame_array(features, "features")))
         if prime is not None:
             request.prime.CopyFrom(pb.Audio(encoding=pb.FLOAT32, data=np.asarray(prime, "<f4").tobytes()))
-        yield from chunks_of(self.stub.Generate(request, timeout=self.timeout, metadata=self.metadata))
+        if request.ByteSize() > self.max_message_bytes:
+            field = "features" if request.features.ByteSize() >= request.prime.ByteSize() else "prime"
+            raise ValueError(f"{field}: makes the request {request.ByteSize():,} bytes, over the "
+                             f"{self.max_message_bytes:,}-byte message limit"
+                             + ("; send long features through synthesize(), which splits them"
+                                if field == "features" else ""))
+        return self._chunks(lambda: self.stub.Generate(request, timeout=self.timeout, metadata=self.metadata))
 
     def synthesize(self, frames: Iterable[np.ndarray], *, model: str = "", speaker: int | None = None,
                    temperature: float | None = None, seed: int | None = None, seconds: float | None = None,
                    chunk_samples: int = 0) -> Iterator[Chunk]:
-        """Live vocoding: blocks of (n, channels) frames go out as they come, audio comes back as it is made."""
+        """Live vocoding: blocks of (n, channels) frames go out as they come, audio comes back as it is made.
+
+        Blocks of any length: empty ones are skipped, long ones are split to fit the message limit. An exception
+        from `frames` (the front end failing) cancels the call and is raised to the caller, with the call's
+        status as its cause.
+        """
         config = request_for(model=model, seconds=seconds, samples=None, speaker=speaker, temperature=temperature,
                              seed=seed, chunk_samples=chunk_samples)
+        failed: list[Exception] = []
 
         def requests() -> Iterator[pb.SynthesizeRequest]:
             yield pb.SynthesizeRequest(config=config)
-            for block in frames:
-                yield pb.SynthesizeRequest(frames=frames_message(block))
+            try:
+                for block in frames:
+                    for piece in message_pieces(frame_array(block, "frames"), self.max_message_bytes):
+                        yield pb.SynthesizeRequest(frames=frames_message(piece))
+            except Exception as exc:  # gRPC logs it and cancels the call: keep it for the caller
+                failed.append(exc)
+                raise
             yield pb.SynthesizeRequest(end=pb.EndOfInput())
 
-        yield from chunks_of(self.stub.Synthesize(requests(), timeout=self.timeout, metadata=self.metadata))
+        return self._chunks(lambda: self.stub.Synthesize(requests(), timeout=self.timeout, metadata=self.metadata),
+                            failed)
 
     def vocode(self, audio: np.ndarray, sample_rate: int, *, model: str = "", realtime: bool = False,
                **kwargs: object) -> Iterator[Chunk]:
-        """A recording re-voiced: its log-mel frames, computed as in training, streamed through Synthesize."""
+        """A recording re-voiced: its log-mel frames, computed as in training, streamed through Synthesize.
+
+        audio: (samples,) or (samples, channels). A recording that cannot be used raises ValueError here.
+        """
         info = self.model(model)
         if not info.HasField("features"):
             raise ValueError(f"model {info.name} takes no features")
         frames = recording_frames(audio, sample_rate, mel_spec(info.features))
         blocks = frame_blocks(frames, FRAMES_PER_MESSAGE, info.features.hop / info.sample_rate if realtime else 0.0)
-        yield from self.synthesize(blocks, model=info.name, **kwargs)  # type: ignore[arg-type]
+        return self.synthesize(blocks, model=info.name, **kwargs)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _chunks(start: Callable[[], Any], failed: list[Exception] | None = None) -> Iterator[Chunk]:
+        """The call's chunks; it starts at the first one asked for and is cancelled when they are no longer read."""
+        call = start()
+        try:
+            yield from chunks_of(call)
+        except grpc.RpcError as status:
+            if failed:
+                raise failed[0] from status
+            raise
+        finally:
+            call.cancel()
 
 
 def request_for(*, model: str, seconds: float | None, samples: int | None, speaker: int | None,
@@ -122,9 +161,23 @@ def request_for(*, model: str, seconds: float | None, samples: int | None, speak
     return request
 
 
-def frames_message(frames: np.ndarray) -> pb.FeatureFrames:
+def frame_array(frames: np.ndarray, field: str) -> np.ndarray:
+    """frames as a float32 (frames, channels) array; ValueError naming field for any other shape."""
     frames = np.asarray(frames, np.float32)
+    if frames.ndim != 2:
+        raise ValueError(f"{field}: expected a (frames, channels) array, got shape {frames.shape}")
+    return frames
+
+
+def frames_message(frames: np.ndarray) -> pb.FeatureFrames:
     return pb.FeatureFrames(values=frames.ravel().tolist(), num_frames=len(frames))
+
+
+def message_pieces(block: np.ndarray, max_message_bytes: int) -> Iterator[np.ndarray]:
+    """A (frames, channels) block in pieces whose messages fit in half the message limit (none if it is empty)."""
+    rows = max(1, max_message_bytes // 2 // (4 * max(block.shape[1], 1)))
+    for i in range(0, len(block), rows):
+        yield block[i : i + rows]
 
 
 def chunks_of(responses: Iterable[pb.AudioChunk]) -> Iterator[Chunk]:
@@ -139,9 +192,20 @@ def decode_chunk(chunk: pb.AudioChunk) -> np.ndarray:
 
 
 def recording_frames(audio: np.ndarray, sample_rate: int, spec: MelSpec) -> np.ndarray:
-    """(frames, n_mels) of a recording prepared as the training clips were: mono, resampled, loudness-normalised."""
-    wav = data.resample(data.to_mono(np.asarray(audio, np.float64)), sample_rate, spec.sample_rate)
+    """(frames, n_mels) of a recording prepared as the training clips were: mono, resampled, loudness-normalised.
+
+    audio: (samples,) or (samples, channels), as soundfile reads it; ValueError for any other shape (a
+    channels-first array) or a recording shorter than one frame.
+    """
+    audio = np.asarray(audio, np.float64)
+    if not (audio.ndim == 1 or (audio.ndim == 2 and audio.shape[1] <= audio.shape[0])):
+        raise ValueError(f"audio: expected (samples,) or (samples, channels), got shape {audio.shape}"
+                         + (" (channels first? pass audio.T)" if audio.ndim == 2 else ""))
+    wav = data.resample(data.to_mono(audio), sample_rate, spec.sample_rate)
     wav = data.crop_to_hops(data.normalise_loudness(wav, spec.sample_rate), spec.hop)
+    if not len(wav):
+        raise ValueError(f"audio: {len(audio)} samples at {sample_rate} Hz is shorter than one frame "
+                         f"({spec.hop} samples at {spec.sample_rate} Hz)")
     return log_mel(data.quantise(wav) / 32768.0, spec)
 
 

@@ -179,13 +179,13 @@ def cmd_vocode(client: WaveNetClient, args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         raise BadFile(f"cannot read {args.input}: {exc}") from None
     info = client.model(args.model)
-    if info.HasField("features") and len(recording) * info.sample_rate < info.features.hop * rate:
-        raise BadFile(f"cannot vocode {args.input}: {len(recording)} samples at {rate} Hz is shorter than one "
-                      f"frame ({info.features.hop} samples at {info.sample_rate} Hz)")
-    progress = Progress(info.sample_rate, len(recording) / rate, args.quiet)
-    chunks = client.vocode(recording, rate, model=info.name, realtime=args.realtime,
-                           speaker=speaker_index(info, args.speaker), temperature=args.temperature, seed=args.seed)
-    audio, last = receive(chunks, progress)
+    speaker = speaker_index(info, args.speaker)
+    try:
+        chunks = client.vocode(recording, rate, model=info.name, realtime=args.realtime, speaker=speaker,
+                               temperature=args.temperature, seed=args.seed)
+    except ValueError as exc:  # a recording shorter than one frame, a model without features
+        raise BadFile(f"cannot vocode {args.input}: {exc}") from None
+    audio, last = receive(chunks, Progress(info.sample_rate, len(recording) / rate, args.quiet))
     write_audio(args.output, audio, info.sample_rate)
     report(args, len(audio) / info.sample_rate, last)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -12,7 +13,7 @@ import soundfile as sf
 
 from client.api import Chunk, WaveNetClient, recording_frames
 from client.cli import Progress, main
-from tests.serving import RunningServer
+from tests.serving import RunningServer, wait_for
 from tests.tiny import TINY_MEL
 from wavenet.codec import mel_spec
 
@@ -260,3 +261,58 @@ def test_out_of_range_seed_or_timeout_is_a_usage_error_naming_the_option(
     with pytest.raises(SystemExit) as exit_:
         main(["generate", "--seconds", "1", f"{option}={value}", "-o", str(tmp_path / "x.wav")])
     assert exit_.value.code == 2 and f"argument {option}: {problem}" in capsys.readouterr().err
+
+
+def test_a_front_end_failure_reaches_the_caller_and_frees_the_slot(server: RunningServer) -> None:
+    """An exception from the frames iterator is raised as itself (gRPC alone would say UNKNOWN and drop it)."""
+    class FrontEndDown(Exception):
+        pass
+
+    def frames() -> Iterator[np.ndarray]:
+        yield np.zeros((8, TINY_MEL.n_mels), np.float32)
+        raise FrontEndDown("the front end crashed")
+
+    with WaveNetClient(server.address) as client, pytest.raises(FrontEndDown, match="crashed") as raised:
+        for _ in client.synthesize(frames(), seed=1):
+            pass
+    assert isinstance(raised.value.__cause__, grpc.RpcError)
+    wait_for(lambda: server.models["tiny"].scheduler.active == 0)
+
+
+def test_blocks_of_any_length_give_the_same_audio(server: RunningServer) -> None:
+    """Empty blocks are skipped and one over the message limit is split: the audio is that of small blocks."""
+    frames = np.random.default_rng(4).normal(size=(300, TINY_MEL.n_mels)).astype(np.float32)
+    limit = 4096  # bytes: 300 frames of 8 bands make one message of about 9,600
+
+    def audio(blocks: list[np.ndarray]) -> np.ndarray:
+        with WaveNetClient(server.address, max_message_bytes=limit) as client:
+            return np.concatenate([c.audio for c in client.synthesize(blocks, seed=9, chunk_samples=200)])
+
+    whole = audio([frames[:0], frames, frames[:0]])
+    assert len(whole) == 300 * TINY_MEL.hop
+    assert np.array_equal(whole, audio([frames[i : i + 10] for i in range(0, 300, 10)]))
+
+
+def test_frames_of_the_wrong_shape_or_size_are_refused_before_they_are_sent(server: RunningServer) -> None:
+    with WaveNetClient("127.0.0.1:1", max_message_bytes=4096) as client:  # nothing is listening: no call is made
+        with pytest.raises(ValueError, match=r"^features: expected a \(frames, channels\) array, got shape \(8,\)"):
+            client.generate(1.0, features=np.zeros(8))
+        with pytest.raises(ValueError, match="^features: makes the request .* over the 4,096-byte message limit"):
+            client.generate(1.0, features=np.zeros((300, 8)))
+    blocks = [np.zeros((4, TINY_MEL.n_mels)), np.zeros((1, 4, TINY_MEL.n_mels))]  # a live feed: found as it comes
+    with WaveNetClient(server.address) as client, pytest.raises(
+            ValueError, match=r"^frames: expected a \(frames, channels\) array, got shape \(1, 4, 8\)"):
+        list(client.synthesize(blocks))
+    wait_for(lambda: server.models["tiny"].scheduler.active == 0)
+
+
+def test_a_recording_is_read_as_samples_by_channels() -> None:
+    rate = TINY_MEL.sample_rate
+    wav = 0.3 * np.sin(2 * np.pi * 100 * np.arange(20 * TINY_MEL.hop) / rate)
+    mono = recording_frames(wav, rate, TINY_MEL)
+    assert len(mono) == 20 and np.array_equal(recording_frames(wav[:, None], rate, TINY_MEL), mono)
+    with pytest.raises(ValueError, match=r"^audio: expected \(samples,\) or \(samples, channels\), got shape "
+                                         r"\(2, 80\) \(channels first\? pass audio.T\)"):
+        recording_frames(np.stack([wav, wav]), rate, TINY_MEL)
+    with pytest.raises(ValueError, match=f"^audio: 3 samples at {rate} Hz is shorter than one frame"):
+        recording_frames(wav[:3], rate, TINY_MEL)

@@ -20,7 +20,7 @@ import pytest
 
 from models.generator import Generator, StreamConfig
 from server.scheduler import AtCapacity, Scheduler
-from tests.serving import LIMITS, RunningServer
+from tests.serving import LIMITS, RunningServer, wait_for
 from tests.tiny import TINY_MEL, tiny_model
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
@@ -28,13 +28,6 @@ from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 ROOT = Path(__file__).resolve().parents[2]
 POISON = 0.123  # a temperature the injected fault recognises
 MELS = TINY_MEL.n_mels
-
-
-def wait_for(predicate: object, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture
