@@ -26,6 +26,7 @@ from models import emphasis, mulaw
 from models.fast import default_threads
 from models.features import MelSpec
 from models.wavenet import (
+    CheckpointError,
     WaveNet,
     WaveNetConfig,
     compatible_state,
@@ -65,6 +66,23 @@ class TrainConfig:
     prefetch: int = 2  # batches made ahead in worker threads (0: on demand)
     compile: bool = False  # torch.compile the training forward: 2.5x on an H200, 0.9x on 2 CPU cores (bench/train_step)
 
+    def __post_init__(self) -> None:
+        for name, ok, rule in (
+            ("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("window", self.window >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+            ("lr_min", 0 <= self.lr_min <= self.lr, "in [0, lr]"), ("warmup", self.warmup >= 0, ">= 0"),
+            ("start", self.start >= 0, ">= 0"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
+            ("grad_clip", self.grad_clip > 0, "> 0"), ("free_prob", 0 <= self.free_prob <= 1, "in [0, 1]"),
+            ("valid_every", self.valid_every >= 1, ">= 1"), ("valid_examples", self.valid_examples >= 1, ">= 1"),
+            ("checkpoint_minutes", self.checkpoint_minutes >= 0, ">= 0"), ("prefetch", self.prefetch >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be {rule}, got {getattr(self, name)}")
+
+
+class RunError(Exception):
+    """A run that cannot start as asked: its data, config or checkpoint; said in one line, exit 2."""
+
 
 # --- data -------------------------------------------------------------------------------------------
 
@@ -73,6 +91,7 @@ class TrainConfig:
 class Split:
     """One prepared split: concatenated int16 audio, float32 frames and the clip index."""
 
+    name: str  # train, valid or test
     audio: np.ndarray  # (samples,) int16
     frames: np.ndarray  # (frames, n_mels) float32
     clips: list[dict[str, Any]]
@@ -81,8 +100,12 @@ class Split:
 def load_split(root: Path, name: str) -> Split:
     """Memory-map a split written by wavenet-prepare."""
     folder = root / name
-    clips = json.loads((folder / "clips.json").read_text())
-    return Split(np.load(folder / "audio.npy", mmap_mode="r"), np.load(folder / "frames.npy", mmap_mode="r"), clips)
+    try:
+        clips = json.loads((folder / "clips.json").read_text())
+        audio, frames = np.load(folder / "audio.npy", mmap_mode="r"), np.load(folder / "frames.npy", mmap_mode="r")
+    except (OSError, ValueError) as exc:  # missing, or not what wavenet-prepare writes
+        raise RunError(f"cannot read the {name} split of {root} ({exc}): run wavenet-prepare") from None
+    return Split(name, audio, frames, clips)
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,9 @@ def random_batch(w: Windows, rng: np.random.Generator, batch: int, window: int) 
     assert w.cfg.mel is not None
     n = window // w.cfg.mel.hop
     usable = [c for c in w.split.clips if c["n_frames"] >= n]
+    if not usable:
+        raise RunError(f"none of the {len(w.split.clips)} clips of the {w.split.name} split is as long as the window "
+                       f"({window} samples, --window)")
     weights = np.array([c["n_frames"] - n + 1 for c in usable], np.float64)
     picks = rng.choice(len(usable), size=batch, p=weights / weights.sum())
     return collate([example(w, usable[i], int(rng.integers(0, usable[i]["n_frames"] - n + 1)), n) for i in picks])
@@ -187,8 +213,8 @@ def validation_batches(w: Windows, tc: TrainConfig) -> list[dict]:
     with the training batch, batch 32 drew other windows than batch 4 and read 0.08 bits higher on the same
     weights)."""
     rng = np.random.default_rng(12345)
-    batches = max(1, tc.valid_examples // VALID_BATCH)
-    return [random_batch(w, rng, VALID_BATCH, tc.window) for _ in range(batches)]
+    n = tc.valid_examples
+    return [random_batch(w, rng, min(VALID_BATCH, n - i), tc.window) for i in range(0, n, VALID_BATCH)]
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -414,10 +440,21 @@ class Trainer:
         return losses
 
 
+def read_training_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint that train.py wrote (model, EMA, optimizer, progress); RunError for a serving model."""
+    payload = read_checkpoint(path)
+    if "train_config" not in payload:
+        raise RunError(f"{path} is a serving model, not a training checkpoint (a run's --out holds one)")
+    return payload
+
+
 def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str = "ema") -> dict[str, Any]:
     """Write the EMA (or raw) weights of a training checkpoint as a serving checkpoint, with speakers and provenance."""
-    payload = read_checkpoint(checkpoint)
+    payload = read_training_checkpoint(checkpoint)
     model = WaveNet(config_from_dict(payload["config"]))
+    if len(speakers) != model.cfg.speakers:
+        raise RunError(f"the data names {len(speakers)} speakers, the model in {checkpoint} has "
+                       f"{model.cfg.speakers}: --data must be the data it was trained on")
     model.load_state_dict(compatible_state(model, payload[weights]))
     progress = payload["progress"]
     trained = {"step": progress["step"], "samples": progress["samples"], "seconds": progress["seconds"],
@@ -432,7 +469,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, device: torch.device) -> d
     """Validation loss (bits per sample, the run's fixed windows, fp32) of a training checkpoint's raw ("model") and
     EMA ("ema") weights, with the windows' frames and, for a model with frames, running free: which weights to
     export (each schedule's end has favoured the raw ones, MODEL_CARD.md)."""
-    payload = read_checkpoint(checkpoint)
+    payload = read_training_checkpoint(checkpoint)
     cfg = config_from_dict(payload["config"])
     tc = train_config_from(argparse.Namespace(), payload["train_config"])
     batches = validation_batches(windows(load_split(data, "valid"), cfg), tc)
@@ -474,26 +511,51 @@ def plot_curves(progress: Progress, path: Path) -> None:
 # --- command line -----------------------------------------------------------------------------------
 
 
-def model_config_from(args: argparse.Namespace, data: Path) -> WaveNetConfig:
-    """The model config: a JSON file if given, else defaults, with speakers and mel spec from the data; a new model
-    learns pre-emphasised audio unless the file says otherwise."""
-    meta = json.loads((data / "meta.json").read_text())
-    raw = json.loads(Path(args.config).read_text()) if args.config else {}
+def model_config_from(args: argparse.Namespace, meta: dict[str, Any]) -> WaveNetConfig:
+    """The model config: a JSON file if given, else defaults, with speakers and mel spec from the data (a file may
+    not give others); a new model learns pre-emphasised audio unless the file says otherwise."""
+    raw: dict[str, Any] = {}
+    if args.config:
+        try:
+            raw = json.loads(Path(args.config).read_text())
+        except OSError as exc:
+            raise RunError(f"cannot read --config {args.config}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise RunError(f"--config {args.config} is not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise RunError(f"--config {args.config} must hold a JSON object of WaveNetConfig fields")
+    data_mel = dataclasses.asdict(MelSpec(**meta["mel"]))
+    for name, value in (("mel", data_mel), ("sample_rate", meta["mel"]["sample_rate"])):
+        if raw.get(name, value) != value:
+            raise RunError(f"--config {args.config}: {name} is the data's ({json.dumps(value)}), not "
+                           f"{json.dumps(raw[name])}: leave it out")
+        raw[name] = value
     raw.setdefault("speakers", len(meta["speakers"]))
     raw.setdefault("preemphasis", PREEMPHASIS)
-    raw["mel"] = dataclasses.asdict(MelSpec(**meta["mel"]))
-    raw["sample_rate"] = meta["mel"]["sample_rate"]
-    return config_from_dict(raw)
+    try:
+        return config_from_dict(raw)
+    except (CheckpointError, TypeError, ValueError) as exc:
+        raise RunError(f"--config {args.config}: {exc}") from None
+
+
+def check_resumable(saved: dict[str, Any], checkpoint: Path, meta: dict[str, Any]) -> WaveNetConfig:
+    """The config of a training checkpoint that can go on training on this data; RunError saying why not."""
+    cfg = config_from_dict(saved["config"])
+    data_mel = MelSpec(**meta["mel"])
+    if cfg.mel != data_mel or cfg.speakers != len(meta["speakers"]):
+        raise RunError(f"{checkpoint} was trained on other data (mel {cfg.mel}, {cfg.speakers} speakers) than "
+                       f"this data's (mel {data_mel}, {len(meta['speakers'])} speakers)")
+    return cfg
 
 
 def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, probe: int = 30,
                            warmup: int | None = None) -> None:
     """Start a new schedule at the current step, the whole of it inside the budget: run `probe` untimed steps and
     `probe` timed ones (the first of its warm-up), then end it where the measured rate reaches the deadline, with
-    the warm-up at most a tenth of it and at most `warmup` (default: the run's). A resumed run thus restarts from
-    its warm-up to the peak learning rate (before session 10 the cosine was counted from step 0, so a resumed budget
-    run began far down it). Under torchrun every process takes the smallest end step. A stop requested during the
-    probe leaves the schedule as it was."""
+    the warm-up a tenth of it, at most `warmup` (default: the run's) and otherwise at least the probe's steps (they
+    ran under it). A resumed run thus restarts from its warm-up to the peak learning rate (before session 10 the
+    cosine was counted from step 0, so a resumed budget run began far down it). Under torchrun every process takes
+    the smallest end step. A stop requested during the probe leaves the schedule as it was."""
     before, start = trainer.tc, trainer.progress.step
     ceiling = before.warmup if warmup is None else warmup
     trainer.tc = dataclasses.replace(before, start=start, warmup=ceiling)
@@ -538,6 +600,17 @@ def train_config_from(args: argparse.Namespace, saved: dict[str, Any] | None) ->
     return TrainConfig(**{**base, **given})
 
 
+def at_least_zero(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of that kind, >= 0."""
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not value >= 0:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the kind in "invalid float value"
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wavenet-train", description=__doc__)
     p.add_argument("--data", default="data/fillets", help="folder written by wavenet-prepare")
@@ -547,9 +620,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from OUT/checkpoint.pt when it exists")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
-    p.add_argument("--budget-minutes", type=float, default=0,
+    p.add_argument("--threads", type=at_least_zero(int), default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--minutes", type=at_least_zero(float), default=0,
+                   help="stop after this many minutes (0: no limit)")
+    p.add_argument("--budget-minutes", type=at_least_zero(float), default=0,
                    help="train for this many minutes with the whole learning-rate schedule inside them: measure the "
                         "step rate over the first steps, then set --steps so the cosine decay ends at the deadline")
     p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's weights as a serving model, exit")
@@ -570,23 +644,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return run_command(args)
+    except (RunError, CheckpointError) as exc:
+        print(f"wavenet-train: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
     data, out = Path(args.data), Path(args.out)
     if not (data / "meta.json").is_file():
-        print(f"wavenet-train: no prepared data in {data} (run wavenet-prepare first)", file=sys.stderr)
-        return 2
+        raise RunError(f"no prepared data in {data} (run wavenet-prepare first)")
+    meta = json.loads((data / "meta.json").read_text())
+    checkpoint = out / "checkpoint.pt"
     if args.export:
-        speakers = json.loads((data / "meta.json").read_text())["speakers"]
-        trained = export_model(out / "checkpoint.pt", Path(args.export), speakers, args.export_weights)
+        trained = export_model(checkpoint, Path(args.export), meta["speakers"], args.export_weights)
         print(f"wrote {args.export}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
         return 0
     if args.evaluate:
-        print(json.dumps(evaluate_checkpoint(out / "checkpoint.pt", data, torch.device(args.device))))
+        print(json.dumps(evaluate_checkpoint(checkpoint, data, torch.device(args.device))))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device(args.device)
+    resuming = args.resume and checkpoint.is_file()
+    saved = read_training_checkpoint(checkpoint) if resuming else None
+    cfg = check_resumable(saved, checkpoint, meta) if saved else model_config_from(args, meta)
+    try:
+        tc = train_config_from(args, saved["train_config"] if saved else None)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    del saved
+    if resuming and args.config and rank == 0:
+        print(f"wavenet-train: warning: --config ignored: resuming {checkpoint} with its own model config "
+              "(--no-resume starts afresh)", file=sys.stderr)
     # fixed window shapes: let cuDNN pick its fastest convolutions (on a GPU, resume is then exact only up to
     # cuDNN's own nondeterminism; on the CPU it is bit-exact)
     torch.backends.cudnn.benchmark = True
@@ -595,12 +688,6 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-    checkpoint = out / "checkpoint.pt"
-    resuming = args.resume and checkpoint.is_file()
-    saved = read_checkpoint(checkpoint) if resuming else None
-    cfg = config_from_dict(saved["config"]) if saved else model_config_from(args, data)
-    tc = train_config_from(args, saved["train_config"] if saved else None)
-    del saved
     if tc.bf16 and device.type == "cpu" and cpu_bf16_is_emulated() and rank == 0:
         print("wavenet-train: warning: bf16 on this CPU is emulated (no AVX512_BF16 or AMX) and far slower than "
               "fp32; add --no-bf16", file=sys.stderr)
@@ -616,17 +703,22 @@ def main(argv: list[str] | None = None) -> int:
     def request_stop(_signum: int, _frame: object) -> None:
         stop[0] = True  # finish the step, checkpoint, exit
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     minutes = min(m for m in (args.minutes, args.budget_minutes, math.inf) if m > 0)
-    if minutes < math.inf:  # the hard stop; a budget's schedule ends 5 % before it
-        signal.signal(signal.SIGALRM, request_stop)
-        signal.setitimer(signal.ITIMER_REAL, 60 * minutes)
-    if args.budget_minutes:
-        # a new schedule's warm-up: --warmup, else the default (not a previous fit's, which a tenth may have cut)
-        ceiling = args.warmup if args.warmup is not None else TrainConfig.warmup
-        fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * minutes, warmup=ceiling)
-    trainer.run(trainer.tc.steps, stop)
+    try:
+        if minutes < math.inf:  # the hard stop; a budget's schedule ends 5 % before it
+            signal.setitimer(signal.ITIMER_REAL, 60 * minutes)
+        if args.budget_minutes:
+            # a new schedule's warm-up: --warmup, else the default (not a previous fit's, which a tenth may have cut)
+            ceiling = args.warmup if args.warmup is not None else TrainConfig.warmup
+            fit_schedule_to_budget(trainer, stop, deadline=time.monotonic() + 60 * minutes, warmup=ceiling)
+        trainer.run(trainer.tc.steps, stop)
+    finally:
+        # disarm the hard stop: under torchrun the processes stop at the first one's alarm, and another's, still
+        # armed, killed it on its way out (exit -14, a failed job)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     trainer.batches.close()
     print(f"checkpoint {trainer.out / 'checkpoint.pt'} at step {trainer.progress.step}; waited for batches "
           f"{trainer.input_wait:.1f} s of {trainer.run_seconds:.1f} s "

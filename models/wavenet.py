@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,9 @@ class ResidualBlock(nn.Module):
         return h + out[:, : self.residual_channels], out[:, self.residual_channels :]
 
 
+MIN_FIELD = {"classes": 2, "speakers": 0, "cond_lookahead": 0}  # WaveNetConfig's whole numbers are >= 1 but these
+
+
 @dataclass(frozen=True)
 class WaveNetConfig:
     """Everything needed to rebuild the model; saved inside every checkpoint."""
@@ -71,6 +75,16 @@ class WaveNetConfig:
     preemphasis: float = 0.0  # the classes are of x[t] - a x[t-1]; output is inverse-filtered (models.emphasis)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "mel":
+                if value is not None and not isinstance(value, MelSpec):
+                    raise ValueError(f"mel must be a MelSpec or None, got {value!r}")
+            elif f.name == "preemphasis":
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise ValueError(f"preemphasis must be a number, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < MIN_FIELD.get(f.name, 1):
+                raise ValueError(f"{f.name} must be a whole number >= {MIN_FIELD.get(f.name, 1)}, got {value!r}")
         if self.kernel_size != 2:
             raise ValueError("kernel_size must be 2 (the queue generator keeps one past input per layer)")
         if self.max_dilation < 1 or self.max_dilation & (self.max_dilation - 1):

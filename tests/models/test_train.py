@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.train import PREEMPHASIS, TrainConfig, Trainer, main, model_config_from
-from models.wavenet import config_to_dict, load_checkpoint
+from models.wavenet import WaveNet, config_to_dict, load_checkpoint
 from tests.tiny import CONFIGS, TINY_MEL, write_prepared
 
 CFG = dataclasses.replace(CONFIGS["both"], speakers=2, preemphasis=0.85)
@@ -143,11 +143,12 @@ def test_evaluate_reports_the_raw_and_the_ema_weights(data: Path, tmp_path: Path
 
 
 def test_a_new_model_learns_pre_emphasised_audio_unless_its_config_says_otherwise(data: Path, tmp_path: Path) -> None:
+    meta = json.loads((data / "meta.json").read_text())
     assert PREEMPHASIS > 0
-    assert model_config_from(argparse.Namespace(config=None), data).preemphasis == PREEMPHASIS
+    assert model_config_from(argparse.Namespace(config=None), meta).preemphasis == PREEMPHASIS
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"preemphasis": 0.0}))
-    assert model_config_from(argparse.Namespace(config=str(plain)), data).preemphasis == 0.0
+    assert model_config_from(argparse.Namespace(config=str(plain)), meta).preemphasis == 0.0
 
 
 def test_cli_without_data_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -302,3 +303,86 @@ def test_distributed_training_and_budget_agree_across_processes(data: Path, tmp_
     losses = trainer.run(8, [False], show=False)
     assert len(losses) == 4 and all(np.isfinite(losses))
     assert trainer.tc.warmup == min(TC.warmup, max(4, trainer.tc.steps // 10))
+
+
+def file_with(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_run_that_cannot_start_says_why_in_one_line(data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad options, config files, checkpoints and data: exit 2 and one line naming the cause, no traceback."""
+    from models.wavenet import save_checkpoint
+
+    run = ["--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "2", "--window", "64",
+           "--valid-examples", "4", "--steps", "2"]
+    served = tmp_path / "served"
+    served.mkdir()
+    save_checkpoint(served / "checkpoint.pt", WaveNet(CFG))
+    other = tmp_path / "other"
+    write_prepared(other, {"train": [(np.zeros(400), 0)], "valid": [(np.zeros(400), 0)]},
+                   dataclasses.replace(TINY_MEL, n_mels=5), ["x", "y", "z"])
+    (tmp_path / "half").mkdir()  # meta.json alone
+    (tmp_path / "half" / "meta.json").write_text((data / "meta.json").read_text())
+    typo = file_with(tmp_path / "typo.json", '{"residual_chanels": 8}')
+    wrong = file_with(tmp_path / "type.json", '{"residual_channels": "8"}')
+    cases = {
+        "valid_every (--valid-every) must be >= 1, got 0": [*run, "--valid-every", "0"],
+        "lr_min (--lr-min) must be in [0, lr], got 0.1": [*run, "--lr", "0.01", "--lr-min", "0.1"],
+        f"--config {typo}: unknown config fields: ['residual_chanels']": [*run, "--config", typo],
+        f"--config {wrong}: residual_channels must be a whole number >= 1, got '8'": [*run, "--config", wrong],
+        "cannot read --config /missing.json: No such file or directory": [*run, "--config", "/missing.json"],
+        "is not JSON": [*run, "--config", file_with(tmp_path / "bad.json", "{")],
+        "mel is the data's": [*run, "--config", file_with(tmp_path / "mel.json", '{"mel": null}')],
+        "is a serving model, not a training checkpoint": [*run, "--out", str(served)],
+        "none of the 4 clips of the valid split is as long as the window (4000 samples, --window)":
+            [*run, "--window", "4000"],
+        "cannot read the train split of": ["--data", str(tmp_path / "half"), "--out", str(tmp_path / "r2")],
+        "checkpoint not found": ["--data", str(data), "--out", str(tmp_path / "none"), "--evaluate"],
+    }
+    for message, argv in cases.items():
+        assert main(argv) == 2, message
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("wavenet-train: ") and err.count("\n") == 1, err
+
+    assert main(run) == 0  # a real run; then the data it did not train on
+    capsys.readouterr()
+    assert main(["--data", str(other), "--out", str(tmp_path / "run"), "--steps", "3"]) == 2
+    assert "was trained on other data" in capsys.readouterr().err
+    assert main(["--data", str(other), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "x.pt")]) == 2
+    assert "the data names 3 speakers, the model in" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(SystemExit):
+        main([*run, "--budget-minutes", "-1"])
+    assert "argument --budget-minutes: must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_a_timed_run_leaves_no_alarm_and_the_signals_as_they_were(data: Path, tmp_path: Path) -> None:
+    """Under torchrun a process's alarm still armed after the others stopped the run killed it on its way out."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "2", "--window", "64",
+                 "--valid-examples", "4", "--steps", "2", "--minutes", "30"]) == 0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_resuming_with_a_config_file_warns_that_it_is_ignored(data: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run = ["--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "2", "--window", "64",
+           "--valid-examples", "4", "--steps", "2"]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main([*run, "--steps", "3", "--config", file_with(tmp_path / "c.json", '{"preemphasis": 0}')]) == 0
+    assert "--config ignored: resuming" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("examples", [1, 4, 6])
+def test_validation_draws_as_many_windows_as_asked(data: Path, examples: int) -> None:
+    from models.train import load_split, validation_batches, windows
+
+    tc = dataclasses.replace(TC, valid_examples=examples)
+    batches = validation_batches(windows(load_split(data, "valid"), CFG), tc)
+    assert sum(len(b["targets"]) for b in batches) == examples
