@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.settings import DEFAULT_CHUNK_SECONDS
+from server.settings import DEFAULT_CHUNK_SECONDS, Limits
 from tests.serving import LIMITS, MAX_STREAMS, RunningServer
 from tests.tiny import TINY_MEL, random_frames
 from wavenet.codec import InvalidField, decode_audio
@@ -484,3 +484,12 @@ def test_a_cgroup_v1_cpu_quota_caps_the_cpus_counted_too(tmp_path: Path, quota: 
     (tmp_path / "cpu.cfs_quota_us").write_text(f"{quota}\n")
     (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpus(str(tmp_path / "no-v2"), v1=str(tmp_path)) == cpus
+
+
+@pytest.mark.parametrize(("seconds", "rate", "samples"), [(256.002, 48000, 12_288_096), (512.001, 24000, 12_288_024),
+                                                          (0.5, 16000, 8000), (1e-6, 16000, 1)])
+def test_seconds_count_as_the_decimal_written(seconds: float, rate: int, samples: int) -> None:
+    """The proto's seconds is a float32: 256.002 arrives as 256.00201416, 12,288,097 samples at 48 kHz."""
+    from server.convert import length_in_samples
+
+    assert length_in_samples(pb.GenerateRequest(seconds=seconds), rate, Limits(max_seconds=600), "") == samples
