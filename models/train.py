@@ -308,6 +308,7 @@ class Progress:
     valid: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, bits) with EMA weights
     # (step, bits) with EMA weights and no features: its gap to `valid` is what the mel frames are worth
     valid_free: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    pending: list[float] = dataclasses.field(default_factory=list)  # losses since the last `train` entry
 
 
 class Trainer:
@@ -361,8 +362,10 @@ class Trainer:
         self.ema.load_state_dict(compatible_state(self.ema, payload["ema"]))
         self.optimizer.load_state_dict(payload["optimizer"])
         raw = payload["progress"]
-        self.progress = Progress(raw["step"], raw["samples"], raw["seconds"],
-                                 *([tuple(x) for x in raw.get(k, [])] for k in ("train", "valid", "valid_free")))
+        curves = {k: [(int(step), float(bits)) for step, bits in raw.get(k, [])]
+                  for k in ("train", "valid", "valid_free")}
+        self.progress = Progress(raw["step"], raw["samples"], raw["seconds"], **curves,
+                                 pending=list(raw.get("pending", [])))
         torch.set_rng_state(payload["rng"]["torch"])
         state = json.loads(payload["rng"]["python"])
         random.setstate((state[0], tuple(state[1]), state[2]))
@@ -403,7 +406,6 @@ class Trainer:
 
         losses: list[float] = []
         last_save = time.monotonic()
-        interval: list[float] = []
         bar = tqdm(total=until, initial=self.progress.step, disable=not show or self.rank != 0, unit="step",
                    dynamic_ncols=True)
         started, start_samples = time.monotonic(), self.progress.samples
@@ -417,11 +419,11 @@ class Trainer:
             self.progress.seconds += now - clock
             clock = now
             losses.append(loss)
-            interval.append(loss)
+            self.progress.pending.append(loss)
             step = self.progress.step
-            if step % 50 == 0 or step == until:
-                self.progress.train.append((step, float(np.mean(interval))))
-                interval = []
+            if step % 50 == 0 or step == self.tc.steps:  # not at a run's end: a resumed run logs as one that ran on
+                self.progress.train.append((step, float(np.mean(self.progress.pending))))
+                self.progress.pending = []
             if step % self.tc.valid_every == 0 or step == self.tc.steps:
                 self.validate()
             rate = (self.progress.samples - start_samples) / max(1e-9, now - started)
