@@ -31,11 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BEHAVIOURS = ("normal", "vocode", "cancel", "slow", "deadline", "malformed")
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a running process; None for one that has exited (a zombie has no VmRSS)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), None)
 
 
 def active_streams(metrics_port: int) -> float:
@@ -155,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         for c in clients:
             c.join()
         time.sleep(1.0)
-        active_after = active_streams(metrics_port)
-        rss_end = rss_mb(server.pid)
-        alive = server.poll() is None
+        alive = server.poll() is None  # a server that died is the finding: report it, do not crash on it
+        active_after = active_streams(metrics_port) if alive else None
+        rss_end = rss_mb(server.pid) if alive else None
     finally:
         server.terminate()
         server.wait(60)
@@ -172,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         "by_code": dict(sorted(tally.codes.items())),
         "internal_errors": internal,
         "server_error_logs": len(errors),
-        "rss_mb_start": round(rss_start, 1),
-        "rss_mb_warm": round(rss_warm, 1),
-        "rss_mb_end": round(rss_end, 1),
-        "rss_growth_after_warmup": round(rss_end / rss_warm - 1, 3),
+        "rss_mb_start": rounded(rss_start, 1),
+        "rss_mb_warm": rounded(rss_warm, 1),
+        "rss_mb_end": rounded(rss_end, 1),
+        "rss_growth_after_warmup": rounded(rss_end / rss_warm - 1 if rss_end and rss_warm else None, 3),
         "active_after": active_after,
         "server_alive_at_end": alive,
     }
@@ -186,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     for line, count in Counter(errors).most_common(5):
         print(f"  {count} x {line[:160]}")
     print(json.dumps(result))
-    return 0 if internal == 0 and not errors and tally.wrong_length == 0 and active_after == 0 else 1
+    return 0 if alive and internal == 0 and not errors and tally.wrong_length == 0 and active_after == 0 else 1
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def error_lines(log: str) -> list[str]:

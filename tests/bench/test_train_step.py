@@ -50,3 +50,14 @@ def test_model_without_frames_is_refused(capsys: pytest.CaptureFixture[str], tmp
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "plain.pt"), "--quick", "--device", "cpu"])
     assert "--model:" in capsys.readouterr().err
+
+
+def test_without_an_eager_arm_there_is_no_ratio_to_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Given explicitly, --batch and --window win over --quick's, and a window is whole hops as in wavenet-train."""
+    save_checkpoint(tmp_path / "tiny.pt", tiny_model("both"))
+    assert main(["--model", str(tmp_path / "tiny.pt"), "--quick", "--device", "cpu", "--arms", "forward-backward",
+                 "--batch", "1", "--window", str(100 * TINY_MEL.hop + 1)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    result = json.loads(out[-1])
+    assert result["speed_vs_eager"] is None and "1.00x" not in out[-3]
+    assert (result["batch"], result["window"]) == (1, 100 * TINY_MEL.hop)
