@@ -2,24 +2,39 @@
 # The image's entrypoint: `serve` (the default) runs wavenet-server with its options taken from WAVENET_* variables,
 # `client ...` runs wavenet-client against $WAVENET_SERVER, anything else is run as given.
 #
-# serve: the model(s) are $WAVENET_MODEL (space-separated [NAME=]PATH; default the bundled model, named "default")
-# followed by every *.pt in $WAVENET_MODEL_DIR (default /models, the compose mount for extra models), each named by
-# its file name. Each variable below becomes its flag when set and non-empty; unset ones keep the server's defaults.
-# Arguments after `serve` are passed on to wavenet-server as they are.
+# serve: the model(s) are $WAVENET_MODEL (space-separated [NAME=]PATH; default the bundled model, named "default",
+# unless the folder below has its own default.pt) followed by every other *.pt in $WAVENET_MODEL_DIR (default
+# /models, the compose mount for extra models), each named by its file name; a file whose name $WAVENET_MODEL
+# already gives is left out with a note (the server refuses two models of one name). Each variable below becomes
+# its flag when set and non-empty; unset ones keep the server's defaults. Arguments after `serve` are passed on to
+# wavenet-server as they are.
 set -euo pipefail
 [ -n "${OMP_NUM_THREADS:-}" ] || unset OMP_NUM_THREADS  # compose passes it empty when not set
 
 serve() {
     local args=(--host "${WAVENET_HOST:-0.0.0.0}" --port "${WAVENET_PORT:-50051}")
-    local spec path
-    for spec in ${WAVENET_MODEL:-/opt/wavenet/models/default.pt}; do
+    local dir=${WAVENET_MODEL_DIR:-/models} specs=${WAVENET_MODEL:-} spec path name names=" "
+    if [ -z "$specs" ]; then
+        specs=/opt/wavenet/models/default.pt
+        [ ! -f "$dir/default.pt" ] || specs="default=$dir/default.pt"  # the folder's own default comes first
+    fi
+    for spec in $specs; do
         args+=(--model "$spec")
+        name=${spec%%=*}
+        if [ "$name" = "$spec" ]; then name=${spec##*/}; name=${name%.*}; fi  # a path: its stem, as the server names it
+        names+="$name "
     done
-    if [ -d "${WAVENET_MODEL_DIR:-/models}" ]; then
-        for path in "${WAVENET_MODEL_DIR:-/models}"/*.pt; do
+    if [ -d "$dir" ]; then
+        for path in "$dir"/*.pt; do
             [ -f "$path" ] || continue
-            local name=${path##*/}
-            args+=(--model "${name%.pt}=$path")
+            name=${path##*/}; name=${name%.pt}
+            [[ " $specs " != *" $name=$path "* ]] || continue  # already first
+            if [[ $names == *" $name "* ]]; then
+                echo "entrypoint: $path not served: WAVENET_MODEL already names a model '$name'" >&2
+                continue
+            fi
+            args+=(--model "$name=$path")
+            names+="$name "
         done
     fi
     flag() { if [ -n "${!1:-}" ]; then args+=("$2" "${!1}"); fi; }

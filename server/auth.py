@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,23 +16,25 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # probes need no token
 
 
 def load_tokens(path: str | None, environ: dict[str, str] | None = None) -> frozenset[str]:
-    """Tokens from a file (one per line, # comments) and the WAVENET_TOKENS variable; empty means no auth."""
+    """Tokens from a file (one per line; a # at a line's start or after a space starts a comment, one inside a token
+    is the token's) and the WAVENET_TOKENS variable; empty means no auth. A file with no token is an error, not an
+    open server."""
     tokens: set[str] = set()
     if path:
-        for line in Path(path).read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                tokens.add(line)
+        lines = (re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip() for line in Path(path).read_text().splitlines())
+        tokens = {line for line in lines if line}
+        if not tokens:
+            raise ValueError(f"--tokens-file {path}: no token in it (an empty list would leave the server open)")
     env = (os.environ if environ is None else environ).get(TOKENS_ENV, "")
     tokens.update(t.strip() for t in env.split(",") if t.strip())
     return frozenset(tokens)
 
 
 def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    """The token of an `authorization: Bearer ...` header, if any."""
+    """The token of an `authorization: Bearer ...` header, if any (the scheme in any case, as RFC 7235 has it)."""
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :].strip()
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
     return None
 
 

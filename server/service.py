@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import secrets
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -34,6 +36,7 @@ from server.settings import (
     DEFAULT_MODEL,
     DEFAULT_PORT,
     GRACE_SECONDS,
+    MIN_MESSAGE_BYTES,
     STREAMS_PER_CPU,
     Limits,
     ServeOptions,
@@ -379,14 +382,15 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     """Run until stop is set (or SIGTERM / SIGINT), then refuse new calls and drain for options.grace seconds."""
     limits = options.limits
     grpc_options = [("grpc.max_receive_message_length", limits.max_message_bytes),
-                    ("grpc.max_send_message_length", limits.max_message_bytes)]
+                    ("grpc.max_send_message_length", limits.max_message_bytes),
+                    ("grpc.so_reuseport", 0)]  # on by default: a second server on a taken port shared its calls
     interceptors = [TokenAuth(options.tokens)] if options.tokens else []
     server = grpc.aio.server(options=grpc_options, interceptors=interceptors)
     add_service(WaveNetService(models, limits, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    address = f"{options.host}:{options.port}"
+    address = host_port(options.host, options.port)
     try:  # gRPC reports a port it cannot bind either as 0 or (newer versions) as RuntimeError
         if options.tls_cert is not None and options.tls_key is not None:
             credentials = grpc.ssl_server_credentials([(options.tls_key, options.tls_cert)])
@@ -404,7 +408,7 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     engines = {name: {**engine_description(model.scheduler.generator), "max_streams": model.scheduler.max_streams}
                for name, model in models.items()}
-    log.info(json.dumps({"event": "serving", "address": f"{options.host}:{bound}", "models": engines,
+    log.info(json.dumps({"event": "serving", "address": host_port(options.host, bound), "models": engines,
                          "tls": options.tls_cert is not None, "auth": bool(options.tokens)}))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -421,6 +425,11 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     await server.stop(options.grace)
     for model in models.values():
         await model.scheduler.stop()
+
+
+def host_port(host: str, port: int) -> str:
+    """host:port, an IPv6 literal in brackets ([::]:50051) however --host gave it."""
+    return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 LOG_LEVELS = sorted(logging.getLevelNamesMapping())  # WARN and FATAL too, as logging takes them
@@ -473,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics()
     try:
         if args.metrics_port:
-            metrics.serve(args.metrics_port, args.host)
+            metrics.serve(args.metrics_port, args.host.strip("[]"))
         asyncio.run(serve(models, options, metrics))
     except OSError as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)
@@ -501,8 +510,24 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
     """The server's options from its flags, reading the TLS files and tokens."""
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
-    if not args.idle_seconds > 0:
-        raise ValueError(f"--idle-seconds must be > 0, got {args.idle_seconds}")
+    for flag, value, ok, rule in (
+        ("--port", args.port, 0 <= args.port <= 65535, "in [0, 65535]"),
+        ("--metrics-port", args.metrics_port, 0 <= args.metrics_port <= 65535, "in [0, 65535] (0: off)"),
+        ("--max-seconds", args.max_seconds, 0 < args.max_seconds < math.inf, "> 0"),
+        ("--max-frames", args.max_frames, args.max_frames >= 1, ">= 1"),
+        ("--max-message-bytes", args.max_message_bytes, args.max_message_bytes >= MIN_MESSAGE_BYTES,
+         f">= {MIN_MESSAGE_BYTES}"),
+        ("--idle-seconds", args.idle_seconds, args.idle_seconds > 0, "> 0"),
+        ("--grace", args.grace, 0 <= args.grace < math.inf, ">= 0"),
+    ):
+        if not ok:  # NaN fails every rule
+            raise ValueError(f"{flag} must be {rule}, got {value}")
+    if args.tls_cert:
+        try:  # a key that is not the certificate's made gRPC say only "cannot listen"
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except ssl.SSLError as exc:
+            raise ValueError(f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: not a certificate and its "
+                             f"key ({exc.reason or exc})") from None
     limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes,
                     idle_seconds=args.idle_seconds)
     return ServeOptions(

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client.api import WaveNetClient
 from client.cli import main as client_main
-from server.auth import load_tokens
+from server.auth import bearer, load_tokens
 from tests.serving import LIMITS, RunningServer
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
@@ -95,6 +95,34 @@ def test_model_names_never_become_paths(stub: pb_grpc.WaveNetStub, name: str) ->
 
 def test_tokens_come_from_a_file_and_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    path.write_text("# operators\nalpha\n\n beta  # ci\n")
-    assert load_tokens(str(path), {"WAVENET_TOKENS": "gamma, delta,"}) == {"alpha", "beta", "gamma", "delta"}
+    path.write_text("# operators\nalpha\n\n beta  # ci\nXk9#p2Lq8Zr5\n")  # a # inside a token is the token's
+    assert load_tokens(str(path), {"WAVENET_TOKENS": "gamma, delta,"}) == {"alpha", "beta", "Xk9#p2Lq8Zr5", "gamma",
+                                                                           "delta"}
     assert load_tokens(None, {}) == frozenset()
+
+
+def test_a_tokens_file_without_a_token_is_refused_not_an_open_server(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("# production tokens\n\n")
+    with pytest.raises(ValueError, match="no token in it"):
+        load_tokens(str(path), {"WAVENET_TOKENS": "gamma"})
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_bearer_scheme_is_read_in_any_case(scheme: str) -> None:
+    """RFC 7235: the scheme name is case-insensitive, and some clients send it in lower case."""
+    assert bearer((("authorization", f"{scheme} {TOKEN}"),)) == TOKEN
+    assert bearer((("authorization", f"Basic {TOKEN}"),)) is None
+
+
+def test_a_key_that_is_not_the_certificates_is_named(certificate: tuple[Path, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """gRPC said only 'cannot listen on ...' (the cause was in its C log)."""
+    from server.service import main
+
+    other = tmp_path / "other.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(other), "2048"], check=True, capture_output=True)
+    assert main(["--tls-cert", str(certificate[0]), "--tls-key", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wavenet-server: --tls-cert {certificate[0]} / --tls-key {other}: not a certificate and its "
+                          "key (") and err.count("\n") == 1

@@ -493,3 +493,48 @@ def test_seconds_count_as_the_decimal_written(seconds: float, rate: int, samples
     from server.convert import length_in_samples
 
     assert length_in_samples(pb.GenerateRequest(seconds=seconds), rate, Limits(max_seconds=600), "") == samples
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-seconds", "-1"], "--max-seconds must be > 0, got -1.0"),
+    (["--max-seconds", "nan"], "--max-seconds must be > 0, got nan"),
+    (["--max-frames", "0"], "--max-frames must be >= 1, got 0"),
+    (["--max-message-bytes", "-1"], "--max-message-bytes must be >= 65536, got -1"),
+    (["--grace", "nan"], "--grace must be >= 0, got nan"),
+    (["--grace", "-5"], "--grace must be >= 0, got -5.0"),
+    (["--port", "70000"], "--port must be in [0, 65535], got 70000"),
+    (["--metrics-port", "70000"], "--metrics-port must be in [0, 65535] (0: off), got 70000"),
+])
+def test_limits_that_make_no_sense_are_refused_at_start(flags: list[str], message: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """They were taken: the server then refused every request while its health check said SERVING."""
+    from server.service import main
+
+    assert main(flags) == 2
+    assert capsys.readouterr().err == f"wavenet-server: {message}\n"
+
+
+def test_a_port_another_grpc_server_holds_is_refused(server: RunningServer, model_path: Path) -> None:
+    """gRPC sets SO_REUSEPORT by default: a second server on a taken port took half its calls, without a word."""
+    import asyncio
+
+    from server.metrics import Metrics
+    from server.service import load_model, serve
+    from server.settings import ServeOptions
+
+    async def serve_and_stop() -> None:
+        stop = asyncio.Event()
+        stop.set()  # return at once once serving
+        models = {"tiny": load_model(f"tiny={model_path}", 1)}
+        await serve(models, ServeOptions(host="127.0.0.1", port=server.port), Metrics(), stop=stop)
+
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+        asyncio.run(serve_and_stop())
+
+
+@pytest.mark.parametrize("host, address", [("127.0.0.1", "127.0.0.1:5"), ("::", "[::]:5"), ("[::]", "[::]:5"),
+                                           ("::1", "[::1]:5"), ("localhost", "localhost:5")])
+def test_an_ipv6_host_is_bracketed_however_given(host: str, address: str) -> None:
+    from server.service import host_port
+
+    assert host_port(host, 5) == address
