@@ -17,6 +17,7 @@ from wavenet.codec import decode_audio, mel_spec
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
+ITERATOR_FAILED = "Exception iterating requests!"  # grpcio's details when a request iterator raises (UNKNOWN)
 FRAMES_PER_MESSAGE = 8  # frames per Synthesize message when streaming a recording (100 ms at hop 200, 16 kHz)
 
 
@@ -137,9 +138,9 @@ class WaveNetClient:
         try:
             yield from chunks_of(call)
         except grpc.RpcError as status:
-            if failed:
-                raise failed[0] from status
-            raise
+            if failed and isinstance(status, grpc.Call) and status.details() == ITERATOR_FAILED:
+                raise failed[0] from status  # the call ended because `frames` raised: that is the news
+            raise  # it ended for its own reason first (the server's status), whatever the front end did later
         finally:
             call.cancel()
 

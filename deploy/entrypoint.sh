@@ -13,28 +13,29 @@ set -euo pipefail
 
 serve() {
     local args=(--host "${WAVENET_HOST:-0.0.0.0}" --port "${WAVENET_PORT:-50051}")
-    local dir=${WAVENET_MODEL_DIR:-/models} specs=${WAVENET_MODEL:-} spec path name names=" "
-    if [ -z "$specs" ]; then
-        specs=/opt/wavenet/models/default.pt
-        [ ! -f "$dir/default.pt" ] || specs="default=$dir/default.pt"  # the folder's own default comes first
+    local dir=${WAVENET_MODEL_DIR:-/models} spec path name specs=()
+    local -A served=()  # model name -> path
+    read -ra specs <<< "${WAVENET_MODEL:-}"  # space-separated, as documented
+    if [ ${#specs[@]} = 0 ]; then  # the folder's own default.pt comes first, in the bundled model's place
+        specs=(/opt/wavenet/models/default.pt)
+        [ ! -f "$dir/default.pt" ] || specs=("default=$dir/default.pt")
     fi
-    for spec in $specs; do
+    for spec in "${specs[@]}"; do
         args+=(--model "$spec")
-        name=${spec%%=*}
-        if [ "$name" = "$spec" ]; then name=${spec##*/}; name=${name%.*}; fi  # a path: its stem, as the server names it
-        names+="$name "
+        name=$(spec_name "$spec")
+        served[$name]=${spec#"$name="}
     done
     if [ -d "$dir" ]; then
         for path in "$dir"/*.pt; do
             [ -f "$path" ] || continue
             name=${path##*/}; name=${name%.pt}
-            [[ " $specs " != *" $name=$path "* ]] || continue  # already first
-            if [[ $names == *" $name "* ]]; then
-                echo "entrypoint: $path not served: WAVENET_MODEL already names a model '$name'" >&2
+            if [ -n "${served[$name]+set}" ]; then
+                [ "${served[$name]}" = "$path" ] ||
+                    echo "entrypoint: $path not served: WAVENET_MODEL already names a model '$name'" >&2
                 continue
             fi
             args+=(--model "$name=$path")
-            names+="$name "
+            served[$name]=$path
         done
     fi
     flag() { if [ -n "${!1:-}" ]; then args+=("$2" "${!1}"); fi; }
@@ -51,6 +52,21 @@ serve() {
     flag WAVENET_LOG_LEVEL --log-level
     flag WAVENET_PRECISION --precision  # the compiled generator's weights, where the server has the flag
     exec wavenet-server "${args[@]}" "$@"
+}
+
+# The name wavenet-server gives a --model spec (server/service.py, model_spec): a spec that is an existing file, or
+# has no '=', is a path named by its stem; otherwise the name ends at the first '=' (empty: the path's stem).
+spec_name() {
+    local spec=$1 name path base
+    if [[ $spec != *=* ]] || [ -f "$spec" ]; then
+        path=$spec
+    else
+        name=${spec%%=*} path=${spec#*=}
+        [ -z "$name" ] || { echo "$name"; return; }
+    fi
+    base=${path##*/}
+    name=${base%.*}
+    echo "${name:-$base}"
 }
 
 case "${1:-serve}" in

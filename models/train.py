@@ -70,7 +70,8 @@ class TrainConfig:
         for name, ok, rule in (
             ("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
             ("window", self.window >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
-            ("lr_min", 0 <= self.lr_min <= self.lr, "in [0, lr]"), ("warmup", self.warmup >= 0, ">= 0"),
+            ("lr_min", 0 <= self.lr_min <= self.lr, f"in [0, lr] (lr {self.lr:g})"),
+            ("warmup", self.warmup >= 0, ">= 0"),
             ("start", self.start >= 0, ">= 0"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
             ("grad_clip", self.grad_clip > 0, "> 0"), ("free_prob", 0 <= self.free_prob <= 1, "in [0, 1]"),
             ("valid_every", self.valid_every >= 1, ">= 1"), ("valid_examples", self.valid_examples >= 1, ">= 1"),
@@ -679,6 +680,8 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise RunError(str(exc)) from None
     del saved
+    if cfg.mel is not None and tc.window < cfg.mel.hop:
+        raise RunError(f"window (--window) must be at least one hop ({cfg.mel.hop} samples), got {tc.window}")
     if resuming and args.config and rank == 0:
         print(f"wavenet-train: warning: --config ignored: resuming {checkpoint} with its own model config "
               "(--no-resume starts afresh)", file=sys.stderr)

@@ -82,14 +82,14 @@ def length_in_samples(request: pb.GenerateRequest, sample_rate: int, limits: Lim
     if which is None:
         return None
     if which == "seconds":
-        seconds = request.seconds
+        # the float32 field as the decimal it was written as (256.002, not 256.00201416): at 48 kHz the raw value
+        # was one sample long, and 0.1 s was over a 0.1 s limit
+        seconds = float(str(np.float32(request.seconds)))
         if not math.isfinite(seconds) or seconds <= 0:
             raise InvalidField(f"{prefix}seconds", f"must be a positive number, got {seconds}")
         if seconds > limits.max_seconds:
             raise InvalidField(f"{prefix}seconds", f"{seconds:g} exceeds the limit of {limits.max_seconds:g} s")
-        # the float32 field as the decimal it was written as (256.002, not 256.00201416): at 48 kHz the raw value
-        # was one sample long
-        return max(1, round(float(str(np.float32(seconds))) * sample_rate))
+        return max(1, round(seconds * sample_rate))
     samples = request.samples
     if samples == 0:
         raise InvalidField(f"{prefix}samples", "must be > 0")

@@ -513,15 +513,17 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
     for flag, value, ok, rule in (
         ("--port", args.port, 0 <= args.port <= 65535, "in [0, 65535]"),
         ("--metrics-port", args.metrics_port, 0 <= args.metrics_port <= 65535, "in [0, 65535] (0: off)"),
-        ("--max-seconds", args.max_seconds, 0 < args.max_seconds < math.inf, "> 0"),
+        ("--max-seconds", args.max_seconds, 0 < args.max_seconds < math.inf, "a finite number > 0"),
         ("--max-frames", args.max_frames, args.max_frames >= 1, ">= 1"),
         ("--max-message-bytes", args.max_message_bytes, args.max_message_bytes >= MIN_MESSAGE_BYTES,
          f">= {MIN_MESSAGE_BYTES}"),
         ("--idle-seconds", args.idle_seconds, args.idle_seconds > 0, "> 0"),
-        ("--grace", args.grace, 0 <= args.grace < math.inf, ">= 0"),
+        ("--grace", args.grace, 0 <= args.grace < math.inf, "a finite number >= 0"),
     ):
         if not ok:  # NaN fails every rule
             raise ValueError(f"{flag} must be {rule}, got {value}")
+    tls_cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None  # a missing file: OSError naming it
+    tls_key = Path(args.tls_key).read_bytes() if args.tls_key else None
     if args.tls_cert:
         try:  # a key that is not the certificate's made gRPC say only "cannot listen"
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
@@ -530,12 +532,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
                              f"key ({exc.reason or exc})") from None
     limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes,
                     idle_seconds=args.idle_seconds)
-    return ServeOptions(
-        host=args.host, port=args.port, limits=limits, grace=args.grace,
-        tls_cert=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
-        tls_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
-        tokens=load_tokens(args.tokens_file),
-    )
+    return ServeOptions(host=args.host, port=args.port, limits=limits, grace=args.grace, tls_cert=tls_cert,
+                        tls_key=tls_key, tokens=load_tokens(args.tokens_file))
 
 
 if __name__ == "__main__":

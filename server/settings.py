@@ -19,7 +19,7 @@ MIN_CHUNK_SECONDS = 0.005  # the shortest chunk_samples a request may ask for: a
 STEP_TARGET_SECONDS = 0.05  # the scheduler sizes each batch step to about this much wall time
 BUFFER_SECONDS = 3.0  # a stream stops being stepped once this much of its audio waits unread
 GRACE_SECONDS = 10.0  # on SIGTERM, active streams get this long to finish
-MIN_MESSAGE_BYTES = 64 * 1024  # the smallest --max-message-bytes: a default chunk of FLOAT32 audio is 6.4 kB at 16 kHz
+MIN_MESSAGE_BYTES = 4096  # the smallest --max-message-bytes taken (the smallest chunk, 5 ms of FLOAT32, is 320 B)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from client.api import Chunk, WaveNetClient, recording_frames
+from client.api import ITERATOR_FAILED, Chunk, WaveNetClient, recording_frames
 from client.cli import Progress, main
 from tests.serving import RunningServer, wait_for
 from tests.tiny import TINY_MEL
@@ -277,6 +277,50 @@ def test_a_front_end_failure_reaches_the_caller_and_frees_the_slot(server: Runni
             pass
     assert isinstance(raised.value.__cause__, grpc.RpcError)
     wait_for(lambda: server.models["tiny"].scheduler.active == 0)
+
+
+class EndedCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """A call that ended with this status, as grpcio raises it to the reader of its responses."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        self._code, self._details = code, details
+        self.cancelled = False
+
+    def __iter__(self) -> EndedCall:
+        return self
+
+    def __next__(self) -> None:
+        raise self
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+    def initial_metadata(self) -> None: ...
+    def trailing_metadata(self) -> None: ...
+    def is_active(self) -> bool: return False
+    def time_remaining(self) -> None: ...
+    def add_callback(self, callback: object) -> bool: return False
+
+
+@pytest.mark.parametrize("details, raised", [(ITERATOR_FAILED, "FrontEndDown"),
+                                             ("frames.values: 24 values is not 8 x 8", "EndedCall")])
+def test_the_front_ends_exception_replaces_only_the_status_it_caused(details: str, raised: str) -> None:
+    """A front end that failed after the server had ended the call (INVALID_ARGUMENT) must not hide that status."""
+    class FrontEndDown(Exception):
+        pass
+
+    call = EndedCall(grpc.StatusCode.UNKNOWN if details == ITERATOR_FAILED else grpc.StatusCode.INVALID_ARGUMENT,
+                     details)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - which one is the point
+        list(WaveNetClient._chunks(lambda: call, [FrontEndDown("the front end failed")]))
+    assert type(caught.value).__name__ == raised and call.cancelled
 
 
 def test_blocks_of_any_length_give_the_same_audio(server: RunningServer) -> None:

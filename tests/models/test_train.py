@@ -332,7 +332,8 @@ def test_a_run_that_cannot_start_says_why_in_one_line(data: Path, tmp_path: Path
     wrong = file_with(tmp_path / "type.json", '{"residual_channels": "8"}')
     cases = {
         "valid_every (--valid-every) must be >= 1, got 0": [*run, "--valid-every", "0"],
-        "lr_min (--lr-min) must be in [0, lr], got 0.1": [*run, "--lr", "0.01", "--lr-min", "0.1"],
+        "lr_min (--lr-min) must be in [0, lr] (lr 0.01), got 0.1": [*run, "--lr", "0.01", "--lr-min", "0.1"],
+        f"window (--window) must be at least one hop ({TINY_MEL.hop} samples), got 3": [*run, "--window", "3"],
         f"--config {typo}: unknown config fields: ['residual_chanels']": [*run, "--config", typo],
         f"--config {wrong}: residual_channels must be a whole number >= 1, got '8'": [*run, "--config", wrong],
         "cannot read --config /missing.json: No such file or directory": [*run, "--config", "/missing.json"],

@@ -55,3 +55,31 @@ def test_a_folder_model_whose_name_is_taken_is_left_out_with_a_note(tmp_path: Pa
     args, err = server_args(tmp_path, {"WAVENET_MODEL_DIR": str(folder), "WAVENET_MODEL": "/x/default.pt b=/y/z.pt"})
     assert models(args) == ["/x/default.pt", "b=/y/z.pt", f"alto={folder}/alto.pt"]
     assert err == f"entrypoint: {folder}/default.pt not served: WAVENET_MODEL already names a model 'default'\n"
+
+
+def test_spaces_in_the_folder_or_its_file_names_and_an_equals_sign_in_a_path(tmp_path: Path) -> None:
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    for name in ("default.pt", "a b.pt", "b.pt"):
+        (folder / name).touch()
+    args, err = server_args(tmp_path, {"WAVENET_MODEL_DIR": str(folder)})
+    assert models(args) == [f"default={folder}/default.pt", f"a b={folder}/a b.pt", f"b={folder}/b.pt"]
+    assert err == ""
+    run = tmp_path / "lr=1e-3"  # a path with '=' that exists: the server names it by its stem, 'default'
+    run.mkdir()
+    (run / "default.pt").touch()
+    args, err = server_args(tmp_path, {"WAVENET_MODEL_DIR": str(folder), "WAVENET_MODEL": f"{run}/default.pt"})
+    assert models(args) == [f"{run}/default.pt", f"a b={folder}/a b.pt", f"b={folder}/b.pt"]
+    assert "default.pt not served: WAVENET_MODEL already names a model 'default'" in err
+
+
+def test_the_entrypoint_names_a_spec_as_the_server_does(tmp_path: Path) -> None:
+    from server.service import model_spec
+
+    existing = tmp_path / "lr=1e-3" / "m.v2.pt"
+    existing.parent.mkdir()
+    existing.touch()
+    for spec in ["/x/default.pt", "b=/y/z.pt", "=/y/z.pt", str(existing), "/x/noext", "c=d=/e.pt"]:
+        named = subprocess.run(["bash", "-c", f'source <(sed -n "/^spec_name()/,/^}}/p" {ENTRYPOINT}); '
+                                'spec_name "$1"', "-", spec], capture_output=True, text=True, check=True)
+        assert named.stdout.strip() == model_spec(spec)[0], spec

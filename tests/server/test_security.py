@@ -126,3 +126,5 @@ def test_a_key_that_is_not_the_certificates_is_named(certificate: tuple[Path, Pa
     err = capsys.readouterr().err
     assert err.startswith(f"wavenet-server: --tls-cert {certificate[0]} / --tls-key {other}: not a certificate and its "
                           "key (") and err.count("\n") == 1
+    assert main(["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(other)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"No such file or directory: '{tmp_path / 'missing.pem'}'")

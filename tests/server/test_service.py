@@ -493,15 +493,17 @@ def test_seconds_count_as_the_decimal_written(seconds: float, rate: int, samples
     from server.convert import length_in_samples
 
     assert length_in_samples(pb.GenerateRequest(seconds=seconds), rate, Limits(max_seconds=600), "") == samples
+    limit = Limits(max_seconds=seconds)  # and the limit is met by the same decimal, not exceeded by float32's
+    assert length_in_samples(pb.GenerateRequest(seconds=seconds), rate, limit, "") == samples
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--max-seconds", "-1"], "--max-seconds must be > 0, got -1.0"),
-    (["--max-seconds", "nan"], "--max-seconds must be > 0, got nan"),
+    (["--max-seconds", "-1"], "--max-seconds must be a finite number > 0, got -1.0"),
+    (["--max-seconds", "nan"], "--max-seconds must be a finite number > 0, got nan"),
     (["--max-frames", "0"], "--max-frames must be >= 1, got 0"),
-    (["--max-message-bytes", "-1"], "--max-message-bytes must be >= 65536, got -1"),
-    (["--grace", "nan"], "--grace must be >= 0, got nan"),
-    (["--grace", "-5"], "--grace must be >= 0, got -5.0"),
+    (["--max-message-bytes", "-1"], "--max-message-bytes must be >= 4096, got -1"),
+    (["--grace", "inf"], "--grace must be a finite number >= 0, got inf"),
+    (["--grace", "-5"], "--grace must be a finite number >= 0, got -5.0"),
     (["--port", "70000"], "--port must be in [0, 65535], got 70000"),
     (["--metrics-port", "70000"], "--metrics-port must be in [0, 65535] (0: off), got 70000"),
 ])
