@@ -78,6 +78,26 @@ def model_spec(spec: str) -> tuple[str, str]:
     return name or _stem(path), path
 
 
+def model_specs(given: list[str] | None, folder: str | None) -> tuple[list[str], list[str]]:
+    """The --model specs to load, and notes on what was left out. Given specs come first (none: the bundled model,
+    or the folder's default.pt in its place); then every other *.pt in folder, named by its file name, unless a
+    given spec already has that name."""
+    if folder and not Path(folder).is_dir():
+        raise ValueError(f"--model-dir {folder}: not a folder")
+    files = sorted(p for p in Path(folder).glob("*.pt") if p.is_file()) if folder else []
+    own_default = next((p for p in files if p.name == "default.pt"), None)
+    specs = list(given) if given else [f"default={own_default}" if own_default else str(DEFAULT_MODEL)]
+    named = {model_spec(spec)[0]: model_spec(spec)[1] for spec in specs}
+    notes = []
+    for path in files:
+        if path.stem not in named:
+            specs.append(f"{path.stem}={path}")
+            named[path.stem] = str(path)
+        elif named[path.stem] != str(path):
+            notes.append(f"--model-dir: {path} not served: a model named {path.stem!r} is given by --model")
+    return specs, notes
+
+
 def _stem(path: str) -> str:
     base = path.rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[0] or base
@@ -439,6 +459,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wavenet-server", description="Serve WaveNet models over gRPC.")
     p.add_argument("--model", action="append", metavar="[NAME=]PATH",
                    help=f"a checkpoint to serve (repeatable; the first is the default; default {DEFAULT_MODEL})")
+    p.add_argument("--model-dir", metavar="DIR",
+                   help="serve every *.pt in DIR too, each named by its file name; its default.pt replaces the "
+                        "bundled model when no --model is given; a file whose name a --model has is left out")
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--max-streams", type=int, default=None,
@@ -470,7 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = options_from(args)
         models = {}
-        for spec in args.model or [str(DEFAULT_MODEL)]:
+        specs, notes = model_specs(args.model, args.model_dir)
+        for note in notes:
+            log.warning(note)
+        for spec in specs:
             if (name := model_spec(spec)[0]) in models:  # the later would replace the earlier without a word
                 raise ValueError(f"--model {spec}: a model named {name!r} is already loaded; name it (NAME=PATH)")
             loaded = load_model(spec, max_streams(args, engine_variant()),

@@ -540,3 +540,27 @@ def test_an_ipv6_host_is_bracketed_however_given(host: str, address: str) -> Non
     from server.service import host_port
 
     assert host_port(host, 5) == address
+
+
+def test_a_model_folder_adds_its_models_and_its_default_pt_replaces_the_bundled_one(tmp_path: Path) -> None:
+    """A default.pt there beside the bundled model of the same name made the container restart forever."""
+    from server.service import model_specs
+    from server.settings import DEFAULT_MODEL
+
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    assert model_specs(None, str(folder)) == ([str(DEFAULT_MODEL)], [])
+    for name in ("b.pt", "a b.pt", "notes.txt"):
+        (folder / name).touch()
+    assert model_specs(None, str(folder))[0] == [str(DEFAULT_MODEL), f"a b={folder}/a b.pt", f"b={folder}/b.pt"]
+    (folder / "default.pt").touch()
+    assert model_specs(None, str(folder)) == (
+        [f"default={folder}/default.pt", f"a b={folder}/a b.pt", f"b={folder}/b.pt"], [])
+    run = tmp_path / "lr=1e-3"  # an existing path with '=': named by its stem, 'default'
+    run.mkdir()
+    (run / "default.pt").touch()
+    specs, notes = model_specs([str(run / "default.pt")], str(folder))
+    assert specs == [str(run / "default.pt"), f"a b={folder}/a b.pt", f"b={folder}/b.pt"]
+    assert notes == [f"--model-dir: {folder}/default.pt not served: a model named 'default' is given by --model"]
+    with pytest.raises(ValueError, match="--model-dir .*: not a folder"):
+        model_specs(None, str(tmp_path / "none"))
