@@ -87,7 +87,7 @@ def model_specs(given: list[str] | None, folder: str | None) -> tuple[list[str],
     files = sorted(p for p in Path(folder).glob("*.pt") if p.is_file()) if folder else []
     own_default = next((p for p in files if p.name == "default.pt"), None)
     specs = list(given) if given else [f"default={own_default}" if own_default else str(DEFAULT_MODEL)]
-    named = {model_spec(spec)[0]: model_spec(spec)[1] for spec in specs}
+    named = dict(model_spec(spec) for spec in specs)  # name -> path
     notes = []
     for path in files:
         if path.stem not in named:
