@@ -160,10 +160,17 @@ class FastGenerator(Generator):
         return dict(self._engine.info())
 
     def _chunk_bias(self, states: list[StreamState], counts: list[int], steps: int) -> torch.Tensor:
-        """Only each stream's constant bias, as a broadcast (B, steps, width) view: for features streams the engine
-        interpolates the per-frame biases itself, step by step (see _run_chunk), with the float32 operations of
-        Generator._sample_bias in the same order, so the biases are the same without a per-sample tensor."""
-        return constant_bias(states, steps)
+        """What is added to the per-frame biases, which the engine interpolates itself, step by step (see
+        _run_chunk), with the float32 operations of Generator._sample_bias in the same order: each stream's
+        constant bias, as a broadcast (B, steps, width) view, or with pitch input, a (B, steps, width) tensor of
+        the constant plus each sample's excitation bias."""
+        if not any(s.pitch is not None for s in states):
+            return constant_bias(states, steps)
+        bias = constant_bias(states, steps).clone()
+        for row, (state, count) in enumerate(zip(states, counts)):
+            if state.pitch is not None:
+                bias[row, :count] = self._added_bias(state, state.t, count)
+        return bias
 
     def _run_chunk(
         self,

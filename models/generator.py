@@ -9,6 +9,7 @@ from typing import cast
 import numpy as np
 import torch
 
+from models import pitch
 from models.mulaw import silence
 from models.wavenet import GateBias, ResidualBlock, WaveNet, dilations, frame_context
 
@@ -107,7 +108,8 @@ class StreamState:
     frames: FrameBuffer = field(default_factory=lambda: FrameBuffer(0))  # raw frames not yet made into biases
     ended: bool = False
     frame_bias: torch.Tensor | None = None  # (kept cond frames, width) per-frame gate biases
-    frame_bias_offset: int = 0
+    pitch: np.ndarray | None = None  # (kept cond frames, 3) float64 F0, periodicity, phase (models with pitch input)
+    frame_bias_offset: int = 0  # the frame of frame_bias's (and pitch's) first row
     cond_count: int = 0  # per-frame gate biases computed so far: only as far as generation has needed
     constant_bias: torch.Tensor | None = None  # (width,) speaker (+ free-running) bias
 
@@ -127,6 +129,8 @@ class Generator:
         self.queues: list[torch.Tensor] = []  # per layer (capacity, dilation, R)
         self._grow(4)
         self._weights = _step_weights(model)
+        self._excitation_weight = (None if model.excitation_proj is None
+                                   else model.excitation_proj.weight.detach().T.contiguous())  # (2K, width)
         with torch.inference_mode():
             self._free_bias = (
                 model.gate_bias_from_cond(model.free_conditioning()[None, :, None])[0, :, 0]
@@ -310,11 +314,17 @@ class Generator:
         per_frame = None
         if state.config.features:
             assert state.frame_bias is None, "no biases are made before the prime"
-            state.cond_count = state.frame_bias_offset = start // hop  # begin at the tail's first frame
+            # begin at the tail's first frame; with pitch input at the first, where the excitation's phase starts
+            first = 0 if self.cfg.pitch_harmonics else start // hop
+            state.cond_count = state.frame_bias_offset = first
             self._condition(state, len(seed))
             assert state.frame_bias is not None
-            per_frame = state.frame_bias[: (len(seed) - start - 1) // hop + 2].T[None]  # (1, W, frames)
-        bias = GateBias(per_frame, state.constant_bias[None], hop)
+            tail = start // hop - first
+            per_frame = state.frame_bias[tail : tail + (len(seed) - start - 1) // hop + 2].T[None]  # (1, W, frames)
+        excitation = self._excitation(state, start, len(seed) - start)
+        weight = None if self._excitation_weight is None else self._excitation_weight.T
+        bias = GateBias(per_frame, state.constant_bias[None], hop, None if excitation is None else excitation[None],
+                        weight)
         with torch.inference_mode():
             _, layer_inputs = self.model.run_layers(inputs, bias)
         for queue, dilation, h in zip(self.queues, self.dilations, layer_inputs):
@@ -354,7 +364,28 @@ class Generator:
         frame = positions // hop - state.frame_bias_offset
         alpha = ((positions % hop).to(torch.float32) / hop)[:, None]
         left, right = state.frame_bias[frame], state.frame_bias[frame + 1]
-        return left + (right - left) * alpha + state.constant_bias
+        return left + (right - left) * alpha + self._added_bias(state, start, count)
+
+    def _added_bias(self, state: StreamState, start: int, count: int) -> torch.Tensor:
+        """(count, width) or (width,): what is added to the interpolated per-frame biases of samples
+        [start, start + count): the stream's constant bias, plus, with pitch input, the excitation's."""
+        assert state.constant_bias is not None
+        excitation = self._excitation(state, start, count)
+        if excitation is None:
+            return state.constant_bias
+        assert self._excitation_weight is not None
+        return state.constant_bias + excitation.T @ self._excitation_weight
+
+    def _excitation(self, state: StreamState, start: int, count: int) -> torch.Tensor | None:
+        """(2K, count) pitch excitation of samples [start, start + count) (models.pitch), or None without pitch."""
+        if state.pitch is None:
+            return None
+        assert self.cfg.mel is not None
+        hop = self.cfg.mel.hop
+        rows = state.pitch
+        return torch.from_numpy(pitch.excitation(rows[:, 0], rows[:, 1], rows[:, 2], hop, self.cfg.sample_rate,
+                                                 self.cfg.pitch_harmonics, start - state.frame_bias_offset * hop,
+                                                 count))
 
     def _condition(self, state: StreamState, end_sample: int) -> None:
         """Make the per-frame gate biases that samples before end_sample read, as far as the frames received allow.
@@ -375,22 +406,36 @@ class Generator:
             block = state.cond_count // COND_BLOCK * COND_BLOCK
             window = state.frames.window(block - left, block + COND_BLOCK + right - 1)
             with torch.inference_mode():
-                cond = self.model.frame_conditioning(torch.from_numpy(window).T[None])
-                rows = self.model.gate_bias_from_cond(cond)[0].T  # (COND_BLOCK, width)
+                frames = torch.from_numpy(window).T[None]
+                rows = self.model.gate_bias_from_cond(self.model.frame_conditioning(frames))[0].T  # (COND_BLOCK, W)
+                pitch_rows = self.model.pitch_rows(frames)[0].T.numpy() if self.cfg.pitch_harmonics else None
             stop = min(determined, block + COND_BLOCK)  # the whole block where its frames allow: made once
             new = rows[state.cond_count - block : stop - block]
             state.frame_bias = new if state.frame_bias is None else torch.cat([state.frame_bias, new])
+            if pitch_rows is not None:
+                self._extend_pitch(state, pitch_rows[state.cond_count - block : stop - block])
             state.cond_count = stop
         state.frames.drop_before(state.cond_count // COND_BLOCK * COND_BLOCK - left)  # the next block reads on
 
+    def _extend_pitch(self, state: StreamState, rows: np.ndarray) -> None:
+        """Append predicted (n, 2) pitch rows, with their phases running on from the stream's last row."""
+        assert self.cfg.mel is not None
+        previous = None if state.pitch is None or not len(state.pitch) else (state.pitch[-1, 0], state.pitch[-1, 2])
+        f0 = rows[:, 0].astype(np.float64)
+        phases = pitch.extend_phases(previous, f0, self.cfg.mel.hop, self.cfg.sample_rate)
+        new = np.stack([f0, rows[:, 1].astype(np.float64), phases], axis=1)
+        state.pitch = new if state.pitch is None else np.concatenate([state.pitch, new])
+
     def _trim(self, state: StreamState) -> None:
-        """Drop per-frame biases the stream has moved past."""
+        """Drop per-frame biases (and pitch rows) the stream has moved past."""
         if state.frame_bias is None or self.cfg.mel is None:
             return
         first_needed = state.t // self.cfg.mel.hop
         drop = first_needed - state.frame_bias_offset
         if drop > 0:
             state.frame_bias = state.frame_bias[drop:]
+            if state.pitch is not None:
+                state.pitch = state.pitch[drop:]
             state.frame_bias_offset = first_needed
 
     def _grow(self, capacity: int) -> None:

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import emphasis, mulaw
+from models import emphasis, mulaw, pitch
 from models.fast import default_threads
 from models.features import MelSpec
 from models.wavenet import (
+    LOG2_F0_CENTRE,
     CheckpointError,
     WaveNet,
     WaveNetConfig,
@@ -58,6 +59,8 @@ class TrainConfig:
     ema: float = 0.9995
     grad_clip: float = 1.0
     free_prob: float = 0.1  # chance that an example's frames are replaced by the learned null frame
+    input_noise: float = 0.0  # > 0: each example's input classes get Laplace noise of a scale drawn in [0, this)
+    pitch_weight: float = 0.1  # weight of the pitch head's loss beside the bits (models with pitch input)
     bf16: bool = False  # autocast matmuls and convolutions to bfloat16 (fp32 weights and optimizer)
     valid_every: int = 1000
     valid_examples: int = 64
@@ -74,6 +77,7 @@ class TrainConfig:
             ("warmup", self.warmup >= 0, ">= 0"),
             ("start", self.start >= 0, ">= 0"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
             ("grad_clip", self.grad_clip > 0, "> 0"), ("free_prob", 0 <= self.free_prob <= 1, "in [0, 1]"),
+            ("input_noise", self.input_noise >= 0, ">= 0"), ("pitch_weight", self.pitch_weight >= 0, ">= 0"),
             ("valid_every", self.valid_every >= 1, ">= 1"), ("valid_examples", self.valid_examples >= 1, ">= 1"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, ">= 0"), ("prefetch", self.prefetch >= 0, ">= 0"),
         ):
@@ -96,17 +100,36 @@ class Split:
     audio: np.ndarray  # (samples,) int16
     frames: np.ndarray  # (frames, n_mels) float32
     clips: list[dict[str, Any]]
+    pitch: np.ndarray | None = None  # (frames, 2) float32 pitch rows (models.pitch), for models with pitch input
 
 
-def load_split(root: Path, name: str) -> Split:
-    """Memory-map a split written by wavenet-prepare."""
+def load_split(root: Path, name: str, with_pitch: bool = False) -> Split:
+    """Memory-map a split written by wavenet-prepare; with_pitch: its pitch rows too, tracked and saved beside it
+    (pitch.npy) the first time they are asked for."""
     folder = root / name
     try:
         clips = json.loads((folder / "clips.json").read_text())
         audio, frames = np.load(folder / "audio.npy", mmap_mode="r"), np.load(folder / "frames.npy", mmap_mode="r")
     except (OSError, ValueError) as exc:  # missing, or not what wavenet-prepare writes
         raise RunError(f"cannot read the {name} split of {root} ({exc}): run wavenet-prepare") from None
-    return Split(name, audio, frames, clips)
+    split = Split(name, audio, frames, clips)
+    if with_pitch:
+        path = folder / "pitch.npy"
+        if not path.is_file():
+            meta = json.loads((root / "meta.json").read_text())
+            np.save(path, track_split(split, meta["mel"]["sample_rate"], meta["mel"]["hop"]))
+        split.pitch = np.load(path)
+    return split
+
+
+def track_split(split: Split, sample_rate: int, hop: int) -> np.ndarray:
+    """(frames, 2) pitch rows of every clip of a split, aligned with its frames."""
+    rows = np.zeros((len(split.frames), 2), np.float32)
+    for clip in split.clips:
+        audio = split.audio[clip["sample_offset"] : clip["sample_offset"] + clip["n_samples"]] / 32768.0
+        rows[clip["frame_offset"] : clip["frame_offset"] + clip["n_frames"]] = pitch.track(
+            audio, sample_rate, hop, clip["n_frames"])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -151,17 +174,42 @@ def example(w: Windows, clip: dict[str, Any], start_frame: int, n_frames_: int) 
     lo, hi = start_frame - left, start_frame + n_frames_ + right  # frame range, clip-relative
     src_lo, src_hi = max(lo, 0), min(hi, clip["n_frames"])
     frames[src_lo - lo : src_hi - lo] = w.split.frames[clip["frame_offset"] + src_lo : clip["frame_offset"] + src_hi]
-    return {"inputs": classes[:-1], "targets": classes[1:], "frames": frames.T, "speaker": clip["speaker"]}
+    out = {"inputs": classes[:-1], "targets": classes[1:], "frames": frames.T, "speaker": clip["speaker"]}
+    if cfg.pitch_harmonics:
+        out.update(pitch_example(w, clip, start_frame, n_frames_))
+    return out
+
+
+def pitch_example(w: Windows, clip: dict[str, Any], start_frame: int, n_frames_: int) -> dict[str, np.ndarray]:
+    """A window's excitation (2K, n_frames_ * hop), from the clip's tracked pitch as a stream would run it from
+    the clip's start (phase 0 there), and the pitch head's targets (2, n_frames_ + 1): the rows of the window's
+    frames and the one after (past the clip's end: unvoiced)."""
+    cfg, split = w.cfg, w.split
+    assert cfg.mel is not None and split.pitch is not None
+    hop, end = cfg.mel.hop, start_frame + n_frames_ + 1
+    rows = np.zeros((end, 2), np.float32)
+    have = min(end, clip["n_frames"])
+    rows[:have] = split.pitch[clip["frame_offset"] : clip["frame_offset"] + have]
+    f0 = pitch.hold_unvoiced(rows[:, 0])
+    phases = pitch.row_phases(f0, hop, cfg.sample_rate)  # one clip's rows: a few hundred
+    periodicity = rows[:, 1].astype(np.float64)
+    excitation = pitch.excitation(f0[start_frame:], periodicity[start_frame:], phases[start_frame:], hop,
+                                  cfg.sample_rate, cfg.pitch_harmonics, 0, n_frames_ * hop)
+    return {"excitation": excitation, "pitch": rows[start_frame:].T.copy()}
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Classes stay in their compact dtype until to_device."""
-    return {
+    batch = {
         "inputs": torch.as_tensor(np.stack([e["inputs"] for e in examples])),
         "targets": torch.as_tensor(np.stack([e["targets"] for e in examples])),
         "frames": torch.as_tensor(np.stack([e["frames"] for e in examples])),
         "speaker": torch.as_tensor([e["speaker"] for e in examples]),
     }
+    for key in ("excitation", "pitch"):
+        if key in examples[0]:
+            batch[key] = torch.as_tensor(np.stack([e[key] for e in examples]))
+    return batch
 
 
 def random_batch(w: Windows, rng: np.random.Generator, batch: int, window: int) -> dict:
@@ -183,7 +231,19 @@ def training_batch(w: Windows, tc: TrainConfig, rank: int, step: int) -> dict:
     rng = np.random.default_rng([tc.seed, rank, step])
     batch = random_batch(w, rng, tc.batch_size, tc.window)
     batch["free"] = torch.as_tensor(rng.random(tc.batch_size) < tc.free_prob)
+    if tc.input_noise > 0:
+        batch["inputs"] = noisy_inputs(batch["inputs"], rng, tc.input_noise, w.cfg.classes)
     return batch
+
+
+def noisy_inputs(inputs: torch.Tensor, rng: np.random.Generator, most: float, classes: int) -> torch.Tensor:
+    """(B, T) input classes plus rounded Laplace noise in the μ-law domain, each example's scale drawn uniformly in
+    [0, most) (LPCNet): the model learns to go on from inputs that are not quite what it should have sampled.
+    The targets stay clean."""
+    scale = rng.uniform(0.0, most, size=(inputs.shape[0], 1))
+    noise = np.rint(rng.laplace(0.0, 1.0, size=tuple(inputs.shape)) * scale)
+    noisy = np.clip(inputs.numpy().astype(np.int64) + noise.astype(np.int64), 0, classes - 1)
+    return torch.as_tensor(noisy.astype(inputs.numpy().dtype))
 
 
 class BatchStream:
@@ -234,8 +294,19 @@ def loss_bits(model: Callable[..., torch.Tensor], cfg: WaveNetConfig, batch: dic
               free: torch.Tensor | None, bf16: bool) -> torch.Tensor:
     """Mean cross-entropy in bits per sample; model may be a WaveNet or a wrapper of one (DDP, compiled)."""
     with torch.autocast(batch["inputs"].device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(batch["inputs"], batch["frames"], batch["speaker"] if cfg.speakers else None, free)
+        logits = model(batch["inputs"], batch["frames"], batch["speaker"] if cfg.speakers else None, free,
+                       batch.get("excitation"))
     return F.cross_entropy(logits.float(), batch["targets"]) * BITS_PER_NAT
+
+
+def pitch_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The pitch head against the tracked rows: |log2 F0 error| where voiced, plus the periodicity's cross-entropy."""
+    raw = model.pitch_outputs(batch["frames"])  # (B, 2, F + 1)
+    target = batch["pitch"]
+    voiced = (target[:, 0] > 0).float()
+    log_f0 = torch.log2(target[:, 0].clamp(min=pitch.F0_MIN)) - LOG2_F0_CENTRE
+    f0_error = ((raw[:, 0] - log_f0).abs() * voiced).sum() / voiced.sum().clamp(min=1.0)
+    return f0_error + F.binary_cross_entropy_with_logits(raw[:, 1], target[:, 1])
 
 
 CLASS_KEYS = ("inputs", "targets")  # collated in the classes' compact dtype; the model and the loss take int64
@@ -284,8 +355,9 @@ def optimizer_step(forward: Callable[..., torch.Tensor], model: WaveNet, ema: Wa
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, tc)
     loss = loss_bits(forward, model.cfg, batch, batch["free"], tc.bf16)
+    total = loss + tc.pitch_weight * pitch_loss(model, batch) if model.cfg.pitch_harmonics else loss
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     optimizer.step()
     update_ema(ema, model, ema_decay(step, tc.ema))
@@ -319,7 +391,7 @@ class Trainer:
                  rank: int = 0, world: int = 1, fresh: bool = True):
         self.cfg, self.tc, self.out, self.device, self.rank, self.world = cfg, tc, out, device, rank, world
         torch.manual_seed(tc.seed)
-        train = load_split(data, "train")
+        train = load_split(data, "train", with_pitch=cfg.pitch_harmonics > 0)
         self.model = WaveNet(cfg)
         if cfg.mel is not None and fresh:  # a resumed run (fresh=False) loads the statistics it started with
             set_frame_stats(self.model, *frame_stats(train.frames))
@@ -333,7 +405,7 @@ class Trainer:
         self.run_seconds = self.input_wait = 0.0
         self.train_windows = windows(train, cfg)
         self.batches = BatchStream(self.make_batch, tc.prefetch)
-        self.valid = validation_batches(windows(load_split(data, "valid"), cfg), tc)
+        self.valid = validation_batches(windows(load_split(data, "valid", cfg.pitch_harmonics > 0), cfg), tc)
         self.distributed = distributed()
         self.ddp: torch.nn.Module = self.model
         if self.distributed:
@@ -370,6 +442,19 @@ class Trainer:
         torch.set_rng_state(payload["rng"]["torch"])
         state = json.loads(payload["rng"]["python"])
         random.setstate((state[0], tuple(state[1]), state[2]))
+
+    def init_from(self, path: Path) -> list[str]:
+        """Start from another checkpoint's weights (its EMA ones too, if it has them) wherever a name and shape
+        match; the rest keep their initialisation (a new input's zero weights). Returns the names not taken."""
+        payload = read_checkpoint(path)
+        taken: list[str] = []
+        for module, key in ((self.model, "model"), (self.ema, "ema" if "ema" in payload else "model")):
+            own = module.state_dict()
+            given = {k: v for k, v in compatible_state(module, payload[key]).items()
+                     if k in own and own[k].shape == v.shape}
+            module.load_state_dict(given, strict=False)
+            taken = sorted(set(own) - set(given))
+        return taken
 
     def make_batch(self, step: int) -> dict[str, torch.Tensor]:
         """A step's batch on the host (in a BatchStream worker), page-locked when it is bound for a GPU."""
@@ -475,7 +560,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, device: torch.device) -> d
     payload = read_training_checkpoint(checkpoint)
     cfg = config_from_dict(payload["config"])
     tc = train_config_from(argparse.Namespace(), payload["train_config"])
-    batches = validation_batches(windows(load_split(data, "valid"), cfg), tc)
+    batches = validation_batches(windows(load_split(data, "valid", cfg.pitch_harmonics > 0), cfg), tc)
     losses: dict[str, dict[str, float]] = {}
     for key in ("model", "ema"):
         model = WaveNet(cfg)
@@ -622,6 +707,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                     f"but pre-emphasis {PREEMPHASIS} unless the file gives 'preemphasis')")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from OUT/checkpoint.pt when it exists")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="a new run starts from this checkpoint's weights where names and shapes match (a model "
+                        "grown by --config, e.g. with pitch input, keeps the rest's initialisation)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=at_least_zero(int), default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--minutes", type=at_least_zero(float), default=0,
@@ -700,8 +788,13 @@ def run_command(args: argparse.Namespace) -> int:
     if resuming:
         trainer.resume(checkpoint)
         print(f"resumed {checkpoint} at step {trainer.progress.step}", file=sys.stderr)
-    elif rank == 0:
-        print(f"model config: {json.dumps(config_to_dict(cfg))}", file=sys.stderr)
+    else:
+        if args.init:
+            fresh = trainer.init_from(Path(args.init))
+            if rank == 0:
+                print(f"weights from {args.init}; new: {', '.join(fresh) or 'none'}", file=sys.stderr)
+        if rank == 0:
+            print(f"model config: {json.dumps(config_to_dict(cfg))}", file=sys.stderr)
 
     stop = [False]
 

@@ -7,13 +7,14 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import pitch
 from models.features import MelSpec
 from models.mulaw import CLASSES
 
@@ -51,7 +52,8 @@ class ResidualBlock(nn.Module):
         return h + out[:, : self.residual_channels], out[:, self.residual_channels :]
 
 
-MIN_FIELD = {"classes": 2, "speakers": 0, "cond_lookahead": 0}  # WaveNetConfig's whole numbers are >= 1 but these
+# WaveNetConfig's whole numbers are >= 1 but these
+MIN_FIELD = {"classes": 2, "speakers": 0, "cond_lookahead": 0, "pitch_harmonics": 0}
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class WaveNetConfig:
     cond_kernel: int = 3  # frame-rate convolution over the mel frames
     cond_lookahead: int = 1  # future frames that convolution reads
     preemphasis: float = 0.0  # the classes are of x[t] - a x[t-1]; output is inverse-filtered (models.emphasis)
+    pitch_harmonics: int = 0  # K > 0: a sine excitation of K harmonics from per-frame pitch (models.pitch) joins
+    # every gate bias, and a pitch head predicts that pitch from the frames; 0: no pitch input
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -95,6 +99,8 @@ class WaveNetConfig:
             raise ValueError("mel.sample_rate must equal sample_rate")
         if not 0.0 <= self.preemphasis < 1.0:
             raise ValueError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
+        if self.pitch_harmonics and self.mel is None:
+            raise ValueError("pitch_harmonics needs mel frames (the pitch is predicted from them)")
 
 
 def dilations(cfg: WaveNetConfig) -> tuple[int, ...]:
@@ -144,9 +150,35 @@ class FrameNet(nn.Module):
         self.conv = nn.Conv1d(n_mels, cond_channels, kernel_size=kernel)
         self.mix = nn.Conv1d(cond_channels, cond_channels, kernel_size=1)
 
+    def standardise(self, frames: torch.Tensor) -> torch.Tensor:
+        return (frames - self.mean[:, None]) / self.std[:, None]
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        standard = (frames - self.mean[:, None]) / self.std[:, None]
-        return torch.tanh(self.mix(F.leaky_relu(self.conv(standard), 0.2)))
+        return torch.tanh(self.mix(F.leaky_relu(self.conv(self.standardise(frames)), 0.2)))
+
+
+class PitchNet(nn.Module):
+    """Standardised frames (B, n_mels, F + left + right) to raw pitch outputs (B, 2, F + 1) for the pitch row at
+    each frame's first sample: log2 F0 - LOG2_F0_CENTRE, and the periodicity's logit (models.pitch)."""
+
+    def __init__(self, n_mels: int, channels: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv1d(n_mels, channels, kernel_size=kernel)
+        self.hidden = nn.Conv1d(channels, channels, kernel_size=1)
+        self.out = nn.Conv1d(channels, 2, kernel_size=1)
+
+    def forward(self, standard: torch.Tensor) -> torch.Tensor:
+        return self.out(F.leaky_relu(self.hidden(F.leaky_relu(self.conv(standard), 0.2)), 0.2))
+
+
+LOG2_F0_CENTRE = 7.0  # 128 Hz: the pitch head's F0 output is relative to this
+
+
+def pitch_from_outputs(raw: torch.Tensor) -> torch.Tensor:
+    """(B, 2, N) pitch head outputs to pitch rows (B, 2, N): F0 in Hz (clamped to the tracker's range) and
+    periodicity."""
+    f0 = torch.exp2(raw[:, 0] + LOG2_F0_CENTRE).clamp(pitch.F0_MIN, pitch.F0_MAX)
+    return torch.stack([f0, torch.sigmoid(raw[:, 1])], dim=1)
 
 
 def frame_stats(frames: np.ndarray, floor: float = 1e-3, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
@@ -212,6 +244,13 @@ class WaveNet(nn.Module):
             self.frame_net = FrameNet(cfg.mel.n_mels, cfg.cond_channels, cfg.cond_kernel)
             self.cond_proj = nn.Conv1d(cfg.cond_channels, width, 1, bias=False)
             self.null_frame = nn.Parameter(torch.zeros(cfg.mel.n_mels))  # the learned "no features" frame
+        self.pitch_net: PitchNet | None = None
+        self.excitation_proj: nn.Linear | None = None
+        if cfg.pitch_harmonics:
+            assert cfg.mel is not None
+            self.pitch_net = PitchNet(cfg.mel.n_mels, cfg.cond_channels, cfg.cond_kernel)
+            self.excitation_proj = nn.Linear(2 * cfg.pitch_harmonics, width, bias=False)
+            nn.init.zeros_(self.excitation_proj.weight)  # a model grown from one without pitch starts as it was
 
     # --- conditioning -------------------------------------------------------------------------------
     def frame_conditioning(self, frames: torch.Tensor) -> torch.Tensor:
@@ -224,6 +263,26 @@ class WaveNet(nn.Module):
         assert self.frame_net is not None and self.null_frame is not None
         frames = self.null_frame[None, :, None].expand(1, -1, self.cfg.cond_kernel)
         return self.frame_net(frames)[0, :, 0]
+
+    def pitch_outputs(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F + left + right) padded frames to the pitch head's raw outputs (B, 2, F + 1)."""
+        assert self.frame_net is not None and self.pitch_net is not None, "model has no pitch input"
+        return self.pitch_net(self.frame_net.standardise(frames))
+
+    def pitch_rows(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F + left + right) padded frames to predicted pitch rows (B, 2, F + 1): F0 Hz, periodicity."""
+        return pitch_from_outputs(self.pitch_outputs(frames))
+
+    def excitation_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F + left + right) padded frames of whole signals to the (B, 2K, F * hop) excitation a stream
+        conditioned on them gets (models.pitch): the pitch head's rows, the phase 0 at the first."""
+        assert self.cfg.mel is not None
+        hop, rate, harmonics = self.cfg.mel.hop, self.cfg.sample_rate, self.cfg.pitch_harmonics
+        out = []
+        for f0, periodicity in self.pitch_rows(frames).detach().to(torch.float64).numpy():
+            phases = pitch.row_phases(f0, hop, rate)
+            out.append(pitch.excitation(f0, periodicity, phases, hop, rate, harmonics, 0, (len(f0) - 1) * hop))
+        return torch.from_numpy(np.stack(out))
 
     def gate_bias_from_cond(self, cond: torch.Tensor) -> torch.Tensor:
         """(B, cond_channels, N) conditioning to (B, layers * 2G, N) gate biases."""
@@ -240,8 +299,10 @@ class WaveNet(nn.Module):
         frames: torch.Tensor | None = None,
         speaker: torch.Tensor | None = None,
         free: torch.Tensor | None = None,
+        excitation: torch.Tensor | None = None,
     ) -> GateBias:
-        """Gate biases from padded frames (None: run free), speaker ids and a mask of rows that run free."""
+        """Gate biases from padded frames (None: run free), speaker ids, a mask of rows that run free and the
+        (B, 2K, T) pitch excitation (models.pitch; None or rows that run free: none)."""
         per_frame = per_stream = None
         if self.cfg.mel is not None:
             free_bias = self.gate_bias_from_cond(self.free_conditioning()[None, :, None])[:, :, 0]  # (1, W)
@@ -257,7 +318,11 @@ class WaveNet(nn.Module):
             s = self.gate_bias_from_speaker(speaker)
             per_stream = s if per_stream is None else per_stream + s
         hop = self.cfg.mel.hop if self.cfg.mel is not None else 1
-        return GateBias(per_frame, per_stream, hop)
+        per_sample = None
+        if self.excitation_proj is not None and excitation is not None and frames is not None:
+            per_sample = excitation if free is None else excitation * (~free)[:, None, None]
+        weight = None if per_sample is None else cast(nn.Linear, self.excitation_proj).weight
+        return GateBias(per_frame, per_stream, hop, per_sample, weight)
 
     # --- parallel forward ---------------------------------------------------------------------------
     def forward(
@@ -266,9 +331,10 @@ class WaveNet(nn.Module):
         frames: torch.Tensor | None = None,
         speaker: torch.Tensor | None = None,
         free: torch.Tensor | None = None,
+        excitation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) previous-sample classes -> (B, classes, T) logits for each position's sample."""
-        return self.run_layers(inputs, self.gate_bias(frames, speaker, free))[0]
+        return self.run_layers(inputs, self.gate_bias(frames, speaker, free, excitation))[0]
 
     def run_layers(self, inputs: torch.Tensor, bias: GateBias) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, T) classes and their gate biases to logits and each layer's input (B, R, T)."""
@@ -286,11 +352,14 @@ class WaveNet(nn.Module):
 
 @dataclass(frozen=True)
 class GateBias:
-    """Conditioning as gate biases: per frame (B, W, F + 1), interpolated to samples, plus per stream (B, W)."""
+    """Conditioning as gate biases: per frame (B, W, F + 1), interpolated to samples, plus per stream (B, W), plus
+    per sample the (W, E) weight times the (B, E, T) excitation."""
 
     per_frame: torch.Tensor | None
     per_stream: torch.Tensor | None
     hop: int
+    per_sample: torch.Tensor | None = None
+    sample_weight: torch.Tensor | None = None
 
     def layer(self, channels: slice, n_samples: int) -> torch.Tensor | None:
         """(B, 2G, n_samples) bias for one layer's gate channels."""
@@ -303,6 +372,11 @@ class GateBias:
         if self.per_stream is not None:
             stream = self.per_stream[:, channels, None]
             bias = stream if bias is None else bias + stream
+        if self.per_sample is not None and self.sample_weight is not None:
+            if self.per_sample.shape[-1] < n_samples:
+                raise ValueError(f"excitation covers {self.per_sample.shape[-1]} samples, input has {n_samples}")
+            sample = torch.einsum("we,bet->bwt", self.sample_weight[channels], self.per_sample[:, :, :n_samples])
+            bias = sample if bias is None else bias + sample
         return bias
 
 

@@ -25,6 +25,9 @@ CONFIGS = {
     "both": WaveNetConfig(sample_rate=1600, max_dilation=16, dilation_cycles=3, residual_channels=12,
                           gate_channels=10, skip_channels=16, mel=TINY_MEL, cond_channels=6, cond_kernel=5,
                           cond_lookahead=2, speakers=2, speaker_channels=4),
+    "pitch": WaveNetConfig(sample_rate=1600, max_dilation=8, residual_channels=8, gate_channels=8,
+                           skip_channels=16, mel=TINY_MEL, cond_channels=6, speakers=2, speaker_channels=4,
+                           pitch_harmonics=3),
 }
 
 

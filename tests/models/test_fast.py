@@ -187,8 +187,9 @@ def test_logits_inside_a_chunk_equal_reference_on_the_same_samples(variant: str,
         assert np.abs(got - expected).max() <= BF16_TOLERANCE * expected.std()
 
 
-def test_primed_stream_equals_reference(variant: str) -> None:
-    model = tiny_model("both")
+@pytest.mark.parametrize("name", ["both", "pitch"])
+def test_primed_stream_equals_reference(variant: str, name: str) -> None:
+    model = tiny_model(name)
     cfg = model.cfg
     assert cfg.mel is not None
     seed = random_classes(2 * receptive_field(cfg) + 3)
@@ -206,9 +207,10 @@ def test_primed_stream_equals_reference(variant: str) -> None:
         assert off_the_reference(model, config, frames, out, prime=seed) == []
 
 
+@pytest.mark.parametrize("name", ["both", "pitch"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_seeded_stream_is_identical_alone_and_in_a_changing_batch(variant: str, precision: str) -> None:
-    model = tiny_model("both")
+def test_seeded_stream_is_identical_alone_and_in_a_changing_batch(variant: str, precision: str, name: str) -> None:
+    model = tiny_model(name)
     cfg = model.cfg
     assert cfg.mel is not None
     frames = random_frames(60, cfg.mel.n_mels)

@@ -20,7 +20,8 @@ def parallel_logits(model: WaveNet, classes: np.ndarray, frames: np.ndarray | No
     inputs = torch.as_tensor(np.concatenate([[SILENCE], classes[:-1]]))[None]
     padded = None if frames is None else pad_frames(torch.as_tensor(frames).T[None], cfg)
     with torch.no_grad():
-        logits = model(inputs, padded, torch.tensor([speaker]) if cfg.speakers else None)
+        excitation = model.excitation_from_frames(padded) if padded is not None and cfg.pitch_harmonics else None
+        logits = model(inputs, padded, torch.tensor([speaker]) if cfg.speakers else None, None, excitation)
     return logits[0].T.numpy()
 
 
@@ -94,8 +95,9 @@ def test_features_are_consumed_only_as_far_as_received_plus_lookahead() -> None:
     assert gen.done(sid)
 
 
-def test_priming_equals_stepping_through_the_seed() -> None:
-    model = tiny_model("both")
+@pytest.mark.parametrize("name", ["both", "pitch"])
+def test_priming_equals_stepping_through_the_seed(name: str) -> None:
+    model = tiny_model(name)
     cfg = model.cfg
     assert cfg.mel is not None
     n_seed = 2 * receptive_field(cfg) + 3
@@ -127,8 +129,9 @@ def generate_all(gen: Generator, sid: int, chunk: int = 37) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def test_seeded_stream_is_identical_alone_and_in_a_changing_batch() -> None:
-    model = tiny_model("both")
+@pytest.mark.parametrize("name", ["both", "pitch"])
+def test_seeded_stream_is_identical_alone_and_in_a_changing_batch(name: str) -> None:
+    model = tiny_model(name)
     cfg = model.cfg
     assert cfg.mel is not None
     frames = random_frames(60, cfg.mel.n_mels)

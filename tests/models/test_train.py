@@ -390,3 +390,34 @@ def test_validation_draws_as_many_windows_as_asked(data: Path, examples: int) ->
     tc = dataclasses.replace(TC, valid_examples=examples)
     batches = validation_batches(windows(load_split(data, "valid"), CFG), tc)
     assert sum(len(b["targets"]) for b in batches) == examples
+
+
+def test_a_model_grown_with_pitch_input_trains_from_another_runs_weights(data: Path, tmp_path: Path) -> None:
+    """--init: a new run with pitch input starts from a run without it; its pitch rows are tracked once and
+    kept beside the data; the head and the excitation weights learn."""
+    common = ["--data", str(data), "--batch-size", "2", "--window", "64", "--valid-every", "3", "--valid-examples",
+              "2", "--warmup", "2", "--lr", "3e-3"]
+    assert main([*common, "--out", str(tmp_path / "base"), "--steps", "3"]) == 0
+    config = tmp_path / "pitch.json"
+    config.write_text(json.dumps({"pitch_harmonics": 2}))
+    base = tmp_path / "base" / "checkpoint.pt"
+    out = tmp_path / "pitch"
+    assert main([*common, "--out", str(out), "--config", str(config), "--init", str(base), "--steps", "4"]) == 0
+    assert (data / "train" / "pitch.npy").is_file() and (data / "valid" / "pitch.npy").is_file()
+    rows = np.load(data / "train" / "pitch.npy")
+    assert rows.shape == (len(np.load(data / "train" / "frames.npy")), 2) and (rows[:, 0] > 0).any()
+    grown, source = load_checkpoint(out / "checkpoint.pt"), load_checkpoint(base)
+    assert grown.cfg.pitch_harmonics == 2 and grown.excitation_proj is not None
+    assert grown.excitation_proj.weight.abs().max() > 0  # moved from its zero start
+    assert torch.equal(grown.frame_net.mean, source.frame_net.mean)  # type: ignore[union-attr]
+
+
+def test_input_noise_changes_the_inputs_only(data: Path) -> None:
+    from models.train import load_split, training_batch, windows
+
+    w = windows(load_split(data, "train"), CFG)
+    clean = training_batch(w, TC, 0, 5)
+    noisy = training_batch(w, dataclasses.replace(TC, input_noise=4.0), 0, 5)
+    assert torch.equal(clean["targets"], noisy["targets"]) and torch.equal(clean["frames"], noisy["frames"])
+    assert not torch.equal(clean["inputs"], noisy["inputs"])
+    assert int(noisy["inputs"].min()) >= 0 and int(noisy["inputs"].max()) < CFG.classes
