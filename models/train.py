@@ -61,6 +61,7 @@ class TrainConfig:
     free_prob: float = 0.1  # chance that an example's frames are replaced by the learned null frame
     input_noise: float = 0.0  # > 0: each example's input classes get Laplace noise of a scale drawn in [0, this)
     pitch_weight: float = 0.1  # weight of the pitch head's loss beside the bits (models with pitch input)
+    pitch_head_steps: int = 4000  # a new pitch model's head is first fitted alone for this many steps
     bf16: bool = False  # autocast matmuls and convolutions to bfloat16 (fp32 weights and optimizer)
     valid_every: int = 1000
     valid_examples: int = 64
@@ -78,6 +79,7 @@ class TrainConfig:
             ("start", self.start >= 0, ">= 0"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
             ("grad_clip", self.grad_clip > 0, "> 0"), ("free_prob", 0 <= self.free_prob <= 1, "in [0, 1]"),
             ("input_noise", self.input_noise >= 0, ">= 0"), ("pitch_weight", self.pitch_weight >= 0, ">= 0"),
+            ("pitch_head_steps", self.pitch_head_steps >= 0, ">= 0"),
             ("valid_every", self.valid_every >= 1, ">= 1"), ("valid_examples", self.valid_examples >= 1, ">= 1"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, ">= 0"), ("prefetch", self.prefetch >= 0, ">= 0"),
         ):
@@ -170,32 +172,82 @@ def example(w: Windows, clip: dict[str, Any], start_frame: int, n_frames_: int) 
     else:  # or, at the clip's start, silence
         first = np.array([mulaw.silence(cfg.classes)], w.classes.dtype)
         classes = np.concatenate([first, w.classes[s0 : s0 + n_frames_ * hop]])
-    frames = np.zeros((n_frames_ + left + right, cfg.mel.n_mels), np.float32)
-    lo, hi = start_frame - left, start_frame + n_frames_ + right  # frame range, clip-relative
-    src_lo, src_hi = max(lo, 0), min(hi, clip["n_frames"])
-    frames[src_lo - lo : src_hi - lo] = w.split.frames[clip["frame_offset"] + src_lo : clip["frame_offset"] + src_hi]
-    out = {"inputs": classes[:-1], "targets": classes[1:], "frames": frames.T, "speaker": clip["speaker"]}
+    frames = padded_frames(w.split, clip, start_frame, n_frames_, cfg)
+    out = {"inputs": classes[:-1], "targets": classes[1:], "frames": frames, "speaker": clip["speaker"]}
     if cfg.pitch_harmonics:
         out.update(pitch_example(w, clip, start_frame, n_frames_))
     return out
+
+
+def padded_frames(split: Split, clip: dict[str, Any], start_frame: int, n_frames_: int,
+                  cfg: WaveNetConfig) -> np.ndarray:
+    """(n_mels, n_frames_ + left + right) frames of a window with the frame context around it, zero beyond the
+    clip (as pad_frames pads a whole signal)."""
+    assert cfg.mel is not None
+    left, right = frame_context(cfg)
+    frames = np.zeros((n_frames_ + left + right, cfg.mel.n_mels), np.float32)
+    lo, hi = start_frame - left, start_frame + n_frames_ + right  # frame range, clip-relative
+    src_lo, src_hi = max(lo, 0), min(hi, clip["n_frames"])
+    frames[src_lo - lo : src_hi - lo] = split.frames[clip["frame_offset"] + src_lo : clip["frame_offset"] + src_hi]
+    return frames.T
+
+
+def pitch_rows(split: Split, clip: dict[str, Any], end: int) -> np.ndarray:
+    """(end, 2) tracked pitch rows 0..end-1 of a clip, unvoiced (0) past its end."""
+    assert split.pitch is not None
+    rows = np.zeros((end, 2), np.float32)
+    have = min(end, clip["n_frames"])
+    rows[:have] = split.pitch[clip["frame_offset"] : clip["frame_offset"] + have]
+    return rows
 
 
 def pitch_example(w: Windows, clip: dict[str, Any], start_frame: int, n_frames_: int) -> dict[str, np.ndarray]:
     """A window's excitation (2K, n_frames_ * hop), from the clip's tracked pitch as a stream would run it from
     the clip's start (phase 0 there), and the pitch head's targets (2, n_frames_ + 1): the rows of the window's
     frames and the one after (past the clip's end: unvoiced)."""
-    cfg, split = w.cfg, w.split
-    assert cfg.mel is not None and split.pitch is not None
-    hop, end = cfg.mel.hop, start_frame + n_frames_ + 1
-    rows = np.zeros((end, 2), np.float32)
-    have = min(end, clip["n_frames"])
-    rows[:have] = split.pitch[clip["frame_offset"] : clip["frame_offset"] + have]
+    cfg = w.cfg
+    assert cfg.mel is not None
+    hop = cfg.mel.hop
+    rows = pitch_rows(w.split, clip, start_frame + n_frames_ + 1)
     f0 = pitch.hold_unvoiced(rows[:, 0])
     phases = pitch.row_phases(f0, hop, cfg.sample_rate)  # one clip's rows: a few hundred
     periodicity = rows[:, 1].astype(np.float64)
     excitation = pitch.excitation(f0[start_frame:], periodicity[start_frame:], phases[start_frame:], hop,
                                   cfg.sample_rate, cfg.pitch_harmonics, 0, n_frames_ * hop)
     return {"excitation": excitation, "pitch": rows[start_frame:].T.copy()}
+
+
+HEAD_WINDOW, HEAD_BATCH, HEAD_LR = 64, 32, 3e-3  # the pitch head's own fit: frames per window, windows per step
+
+
+def fit_pitch_head(model: WaveNet, split: Split, steps: int, seed: int) -> float:
+    """Train the pitch head alone on a split's frames and tracked rows (Adam, cosine from HEAD_LR to 0), before a
+    new pitch model's first step: the excitation the model hears at inference is then nearly the tracker's from the
+    start (it trains on the tracker's). Frame rate only: seconds a thousand steps on a CPU. Returns the last loss."""
+    assert model.pitch_net is not None and model.cfg.mel is not None
+    rng = np.random.default_rng([seed, 7])
+    window = min(HEAD_WINDOW, max(c["n_frames"] for c in split.clips))  # shorter where every clip is
+    usable = [c for c in split.clips if c["n_frames"] >= window]
+    optimizer = torch.optim.Adam(model.pitch_net.parameters(), lr=HEAD_LR)
+    device = model.pitch_net.out.weight.device
+    loss = torch.zeros(())
+    for step in range(steps):
+        picks = [usable[i] for i in rng.integers(0, len(usable), HEAD_BATCH)]
+        starts = [int(rng.integers(0, c["n_frames"] - window + 1)) for c in picks]
+        batch = {
+            "frames": torch.as_tensor(np.stack([padded_frames(split, c, s, window, model.cfg)
+                                                for c, s in zip(picks, starts)])),
+            "pitch": torch.as_tensor(np.stack([pitch_rows(split, c, s + window + 1)[s:].T
+                                               for c, s in zip(picks, starts)])),
+        }
+        batch = {k: v.to(device) for k, v in batch.items()}
+        for group in optimizer.param_groups:
+            group["lr"] = HEAD_LR * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loss = pitch_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -455,6 +507,16 @@ class Trainer:
             module.load_state_dict(given, strict=False)
             taken = sorted(set(own) - set(given))
         return taken
+
+    def fit_pitch_head(self) -> None:
+        """A new pitch head, fitted alone (the same in every process: same seed, same data), into the EMA too."""
+        started = time.monotonic()
+        loss = fit_pitch_head(self.model, self.train_windows.split, self.tc.pitch_head_steps, self.tc.seed)
+        assert self.model.pitch_net is not None and self.ema.pitch_net is not None
+        self.ema.pitch_net.load_state_dict(self.model.pitch_net.state_dict())
+        if self.rank == 0:
+            print(f"pitch head: fitted alone for {self.tc.pitch_head_steps} steps in {time.monotonic() - started:.0f} "
+                  f"s, loss {loss:.3f}", file=sys.stderr)
 
     def make_batch(self, step: int) -> dict[str, torch.Tensor]:
         """A step's batch on the host (in a BatchStream worker), page-locked when it is bound for a GPU."""
@@ -789,12 +851,15 @@ def run_command(args: argparse.Namespace) -> int:
         trainer.resume(checkpoint)
         print(f"resumed {checkpoint} at step {trainer.progress.step}", file=sys.stderr)
     else:
+        fresh = [name for name, _ in trainer.model.named_parameters()]
         if args.init:
             fresh = trainer.init_from(Path(args.init))
             if rank == 0:
                 print(f"weights from {args.init}; new: {', '.join(fresh) or 'none'}", file=sys.stderr)
         if rank == 0:
             print(f"model config: {json.dumps(config_to_dict(cfg))}", file=sys.stderr)
+        if cfg.pitch_harmonics and any(name.startswith("pitch_net.") for name in fresh) and tc.pitch_head_steps:
+            trainer.fit_pitch_head()
 
     stop = [False]
 
