@@ -221,8 +221,9 @@ class FastGenerator(Generator):
         finally:
             for state, last in zip(states, saved):
                 state.last = last
-        for state in states:
+        for state, cls in zip(states, np.asarray(inputs, np.int64).reshape(-1)):
             state.t += 1
+            self._remember(state, np.array([cls]))
         return logits[:, 0]
 
     def _engine_run(

@@ -11,7 +11,7 @@ import torch
 
 from models import pitch
 from models.mulaw import silence
-from models.wavenet import GateBias, ResidualBlock, WaveNet, dilations, frame_context
+from models.wavenet import GateBias, ResidualBlock, WaveNet, dilations, frame_context, pitch_inputs
 
 UNBOUNDED = 2**62  # the end of a stream that runs until closed
 COND_BLOCK = 16  # per-frame biases are computed in blocks of this many frames at fixed positions (see _condition)
@@ -109,6 +109,7 @@ class StreamState:
     ended: bool = False
     frame_bias: torch.Tensor | None = None  # (kept cond frames, width) per-frame gate biases
     pitch: np.ndarray | None = None  # (kept cond frames, 3) float64 F0, periodicity, phase (models with pitch input)
+    history: np.ndarray | None = None  # the last inputs before position t, for pitch-lag taps (silence before 0)
     frame_bias_offset: int = 0  # the frame of frame_bias's (and pitch's) first row
     cond_count: int = 0  # per-frame gate biases computed so far: only as far as generation has needed
     constant_bias: torch.Tensor | None = None  # (width,) speaker (+ free-running) bias
@@ -130,7 +131,11 @@ class Generator:
         self._grow(4)
         self._weights = _step_weights(model)
         self._excitation_weight = (None if model.excitation_proj is None
-                                   else model.excitation_proj.weight.detach().T.contiguous())  # (2K, width)
+                                   else model.excitation_proj.weight.detach().T.contiguous())  # (pitch inputs, width)
+        # pitch-lag taps read at least `nearest` samples back: a chunk of that many steps reads only samples made
+        # before it, so its inputs are known when it starts
+        self._lag_nearest, farthest = pitch.lag_reach(self.cfg.sample_rate, self.cfg.pitch_lag)
+        self._history = farthest + 1 if self.cfg.pitch_lag else 0
         with torch.inference_mode():
             self._free_bias = (
                 model.gate_bias_from_cond(model.free_conditioning()[None, :, None])[0, :, 0]
@@ -152,6 +157,8 @@ class Generator:
             q[slot].zero_()
         seed = None if seed_audio is None or len(seed_audio) == 0 else np.asarray(seed_audio, np.int64)
         state = StreamState(config=config, slot=slot, seed_audio=seed, last=silence(self.cfg.classes))
+        if self._history and config.features:
+            state.history = np.full(self._history, silence(self.cfg.classes), np.int64)
         prime = 0 if seed is None else len(seed)
         if config.length is not None:
             state.end = prime + config.length
@@ -207,6 +214,8 @@ class Generator:
     def generate(self, max_steps: int, sids: list[int] | None = None) -> dict[int, np.ndarray]:
         """Run up to max_steps steps for every stream (or those in sids) with samples ready; their new classes."""
         chosen = {sid: self.streams[sid] for sid in (self.streams if sids is None else sids)}
+        if self._history:
+            max_steps = min(max_steps, self._lag_nearest)
         for state in chosen.values():
             if state.seed_audio is not None and self._conditioned_until(state) >= len(state.seed_audio):
                 self._prime(state)
@@ -222,8 +231,10 @@ class Generator:
         bias = self._chunk_bias(states, [counts[sid] for sid in sids], steps)
         seeds = np.array([s.config.seed for s in states], np.uint64)
         temperatures = np.array([s.config.temperature for s in states], np.float64)
+        lasts = [s.last for s in states]
         out = self._run_chunk(states, [counts[sid] for sid in sids], bias, seeds, temperatures)
-        for state in states:
+        for row, (sid, state) in enumerate(zip(sids, states)):
+            self._remember(state, np.concatenate([[lasts[row]], out[row, : counts[sid] - 1]]))
             self._trim(state)
         return {sid: out[row, : counts[sid]] for row, sid in enumerate(sids)}
 
@@ -232,7 +243,14 @@ class Generator:
         states = [self.streams[sid] for sid in sids]
         bias = torch.stack([self._sample_bias(s, s.t, 1)[0] for s in states])
         logits = self._step(states, torch.as_tensor(np.asarray(inputs, np.int64)), bias)
+        for state, cls in zip(states, np.asarray(inputs, np.int64).reshape(-1)):
+            self._remember(state, np.array([cls]))
         return logits.numpy()
+
+    def _remember(self, state: StreamState, inputs: np.ndarray) -> None:
+        """Append the classes fed as inputs to the stream's history (models with pitch-lag taps)."""
+        if state.history is not None:
+            state.history = np.concatenate([state.history, inputs])[-self._history :]
 
     # --- internals ----------------------------------------------------------------------------------
     def _chunk_bias(self, states: list[StreamState], counts: list[int], steps: int) -> torch.Tensor:
@@ -315,13 +333,15 @@ class Generator:
         if state.config.features:
             assert state.frame_bias is None, "no biases are made before the prime"
             # begin at the tail's first frame; with pitch input at the first, where the excitation's phase starts
-            first = 0 if self.cfg.pitch_harmonics else start // hop
+            first = 0 if pitch_inputs(self.cfg) else start // hop
             state.cond_count = state.frame_bias_offset = first
             self._condition(state, len(seed))
             assert state.frame_bias is not None
             tail = start // hop - first
             per_frame = state.frame_bias[tail : tail + (len(seed) - start - 1) // hop + 2].T[None]  # (1, W, frames)
-        excitation = self._excitation(state, start, len(seed) - start)
+        fed = np.concatenate([[silence(self.cfg.classes)], seed[:-1]])  # the inputs of positions 0 .. len(seed) - 1
+        excitation = self._excitation(state, start, len(seed) - start, fed)
+        self._remember(state, fed)
         weight = None if self._excitation_weight is None else self._excitation_weight.T
         bias = GateBias(per_frame, state.constant_bias[None], hop, None if excitation is None else excitation[None],
                         weight)
@@ -376,16 +396,24 @@ class Generator:
         assert self._excitation_weight is not None
         return state.constant_bias + excitation.T @ self._excitation_weight
 
-    def _excitation(self, state: StreamState, start: int, count: int) -> torch.Tensor | None:
-        """(2K, count) pitch excitation of samples [start, start + count) (models.pitch), or None without pitch."""
+    def _excitation(self, state: StreamState, start: int, count: int,
+                    fed: np.ndarray | None = None) -> torch.Tensor | None:
+        """(pitch inputs, count) pitch inputs of positions [start, start + count) (models.pitch), or None without
+        pitch. Lag taps read the stream's history and then `fed`, the inputs of positions state.t onwards (default:
+        state.last alone, enough for a chunk of at most _lag_nearest steps)."""
         if state.pitch is None:
             return None
         assert self.cfg.mel is not None
-        hop = self.cfg.mel.hop
-        rows = state.pitch
-        return torch.from_numpy(pitch.excitation(rows[:, 0], rows[:, 1], rows[:, 2], hop, self.cfg.sample_rate,
-                                                 self.cfg.pitch_harmonics, start - state.frame_bias_offset * hop,
-                                                 count))
+        hop, origin = self.cfg.mel.hop, state.frame_bias_offset * self.cfg.mel.hop
+        values, values_start = None, 0
+        if state.history is not None:
+            inputs = np.concatenate([state.history, [state.last] if fed is None else fed])
+            values = pitch.companded(inputs, self.cfg.classes)
+            # inputs[i] is the input of position state.t - len(history) + i: sample state.t - len(history) + i - 1
+            values_start = state.t - len(state.history) - 1 - origin
+        return torch.from_numpy(pitch.sample_inputs(state.pitch, values, values_start, hop, self.cfg.sample_rate,
+                                                    self.cfg.pitch_harmonics, self.cfg.pitch_lag, start - origin,
+                                                    count))
 
     def _condition(self, state: StreamState, end_sample: int) -> None:
         """Make the per-frame gate biases that samples before end_sample read, as far as the frames received allow.
@@ -408,7 +436,7 @@ class Generator:
             with torch.inference_mode():
                 frames = torch.from_numpy(window).T[None]
                 rows = self.model.gate_bias_from_cond(self.model.frame_conditioning(frames))[0].T  # (COND_BLOCK, W)
-                pitch_rows = self.model.pitch_rows(frames)[0].T.numpy() if self.cfg.pitch_harmonics else None
+                pitch_rows = self.model.pitch_rows(frames)[0].T.numpy() if pitch_inputs(self.cfg) else None
             stop = min(determined, block + COND_BLOCK)  # the whole block where its frames allow: made once
             new = rows[state.cond_count - block : stop - block]
             state.frame_bias = new if state.frame_bias is None else torch.cat([state.frame_bias, new])

@@ -71,6 +71,12 @@ def extend_phases(previous: tuple[float, float] | None, f0: np.ndarray, hop: int
     return phases
 
 
+def _per_sample(rows: np.ndarray, positions: np.ndarray, hop: int) -> np.ndarray:
+    """Rows (row 0 at sample 0) linearly interpolated to sample positions."""
+    row, k = positions // hop, (positions % hop).astype(np.float64) / hop
+    return rows[row] + (rows[row + 1] - rows[row]) * k
+
+
 def excitation(f0: np.ndarray, periodicity: np.ndarray, phases: np.ndarray, hop: int, sample_rate: int,
                harmonics: int, start: int, count: int) -> np.ndarray:
     """(2 * harmonics, count) float32 excitation of samples [start, start + count), relative to the rows given:
@@ -80,7 +86,50 @@ def excitation(f0: np.ndarray, periodicity: np.ndarray, phases: np.ndarray, hop:
     row, k = positions // hop, (positions % hop).astype(np.float64)
     f_left, f_right = f0[row], f0[row + 1]
     phase = phases[row] + (k * f_left + (f_right - f_left) * k * (k - 1) / (2.0 * hop)) * (TWO_PI / sample_rate)
-    amplitude = periodicity[row] + (periodicity[row + 1] - periodicity[row]) * k / hop
+    amplitude = _per_sample(periodicity, positions, hop)
     m = np.arange(1, harmonics + 1, dtype=np.float64)[:, None]
     angle = m * phase[None, :]
     return np.concatenate([amplitude * np.sin(angle), amplitude * np.cos(angle)]).astype(np.float32)
+
+
+def lag_reach(sample_rate: int, taps: int) -> tuple[int, int]:
+    """(nearest, farthest): how many samples back from a position its pitch-lag taps read, at most F0's range."""
+    return math.floor(sample_rate / F0_MAX) - taps // 2 - 1, math.ceil(sample_rate / F0_MIN) + taps // 2 + 1
+
+
+def lag_taps(values: np.ndarray, values_start: int, f0: np.ndarray, periodicity: np.ndarray, hop: int,
+             sample_rate: int, taps: int, start: int, count: int) -> np.ndarray:
+    """(taps, count) float32 pitch-lag input of positions [start, start + count) (FARGAN's): the signal one period
+    back, v * y(t - T(t) + j) for j = -(taps // 2) .. taps // 2, T = sample_rate / F0 interpolated to the sample
+    (fractional lags linearly interpolated), v the periodicity. values: the signal y (the μ-law domain, companded)
+    at positions values_start, values_start + 1, ..., covering what lag_reach says; positions and rows relative
+    as in excitation()."""
+    positions = np.arange(start, start + count)
+    lag = sample_rate / _per_sample(f0, positions, hop)
+    amplitude = _per_sample(periodicity, positions, hop)
+    out = np.empty((taps, count))
+    for i, j in enumerate(range(-(taps // 2), taps // 2 + 1)):
+        at = positions - lag + j - values_start
+        lo = np.floor(at).astype(np.int64)
+        frac = at - lo
+        out[i] = amplitude * (values[lo] * (1.0 - frac) + values[lo + 1] * frac)
+    return out.astype(np.float32)
+
+
+def companded(classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """μ-law classes as the μ-law domain's values in [-1, 1], silence 0: what the pitch-lag taps read."""
+    return 2.0 * np.asarray(classes, np.float64) / (n_classes - 1) - 1.0
+
+
+def sample_inputs(rows: np.ndarray, values: np.ndarray | None, values_start: int, hop: int, sample_rate: int,
+                  harmonics: int, taps: int, start: int, count: int) -> np.ndarray:
+    """(2 * harmonics + taps, count) float32 pitch inputs of positions [start, start + count): the excitation, then
+    the lag taps. rows: (n, 3) held F0, periodicity and phase; positions and values as in lag_taps()."""
+    f0, periodicity = rows[:, 0], rows[:, 1]
+    parts = []
+    if harmonics:
+        parts.append(excitation(f0, periodicity, rows[:, 2], hop, sample_rate, harmonics, start, count))
+    if taps:
+        assert values is not None
+        parts.append(lag_taps(values, values_start, f0, periodicity, hop, sample_rate, taps, start, count))
+    return np.concatenate(parts)

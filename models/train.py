@@ -35,6 +35,7 @@ from models.wavenet import (
     config_to_dict,
     frame_context,
     frame_stats,
+    pitch_inputs,
     read_checkpoint,
     save_checkpoint,
     set_frame_stats,
@@ -174,7 +175,7 @@ def example(w: Windows, clip: dict[str, Any], start_frame: int, n_frames_: int) 
         classes = np.concatenate([first, w.classes[s0 : s0 + n_frames_ * hop]])
     frames = padded_frames(w.split, clip, start_frame, n_frames_, cfg)
     out = {"inputs": classes[:-1], "targets": classes[1:], "frames": frames, "speaker": clip["speaker"]}
-    if cfg.pitch_harmonics:
+    if pitch_inputs(cfg):
         out.update(pitch_example(w, clip, start_frame, n_frames_))
     return out
 
@@ -211,9 +212,18 @@ def pitch_example(w: Windows, clip: dict[str, Any], start_frame: int, n_frames_:
     rows = pitch_rows(w.split, clip, start_frame + n_frames_ + 1)
     f0 = pitch.hold_unvoiced(rows[:, 0])
     phases = pitch.row_phases(f0, hop, cfg.sample_rate)  # one clip's rows: a few hundred
-    periodicity = rows[:, 1].astype(np.float64)
-    excitation = pitch.excitation(f0[start_frame:], periodicity[start_frame:], phases[start_frame:], hop,
-                                  cfg.sample_rate, cfg.pitch_harmonics, 0, n_frames_ * hop)
+    held = np.stack([f0, rows[:, 1].astype(np.float64), phases], axis=1)[start_frame:]
+    values = None
+    _, farthest = pitch.lag_reach(cfg.sample_rate, cfg.pitch_lag)
+    if cfg.pitch_lag:  # the clip's clean signal from `farthest` samples before the window, silence before the clip
+        first = start_frame * hop - farthest
+        classes = np.full(farthest + n_frames_ * hop, mulaw.silence(cfg.classes), np.int64)
+        lo = max(first, 0)
+        s0 = clip["sample_offset"]
+        classes[lo - first :] = w.classes[s0 + lo : s0 + start_frame * hop + n_frames_ * hop]
+        values = pitch.companded(classes, cfg.classes)
+    excitation = pitch.sample_inputs(held, values, -farthest, hop, cfg.sample_rate, cfg.pitch_harmonics,
+                                     cfg.pitch_lag, 0, n_frames_ * hop)
     return {"excitation": excitation, "pitch": rows[start_frame:].T.copy()}
 
 
@@ -407,7 +417,7 @@ def optimizer_step(forward: Callable[..., torch.Tensor], model: WaveNet, ema: Wa
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, tc)
     loss = loss_bits(forward, model.cfg, batch, batch["free"], tc.bf16)
-    total = loss + tc.pitch_weight * pitch_loss(model, batch) if model.cfg.pitch_harmonics else loss
+    total = loss + tc.pitch_weight * pitch_loss(model, batch) if pitch_inputs(model.cfg) else loss
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -443,7 +453,7 @@ class Trainer:
                  rank: int = 0, world: int = 1, fresh: bool = True):
         self.cfg, self.tc, self.out, self.device, self.rank, self.world = cfg, tc, out, device, rank, world
         torch.manual_seed(tc.seed)
-        train = load_split(data, "train", with_pitch=cfg.pitch_harmonics > 0)
+        train = load_split(data, "train", with_pitch=pitch_inputs(cfg) > 0)
         self.model = WaveNet(cfg)
         if cfg.mel is not None and fresh:  # a resumed run (fresh=False) loads the statistics it started with
             set_frame_stats(self.model, *frame_stats(train.frames))
@@ -457,7 +467,7 @@ class Trainer:
         self.run_seconds = self.input_wait = 0.0
         self.train_windows = windows(train, cfg)
         self.batches = BatchStream(self.make_batch, tc.prefetch)
-        self.valid = validation_batches(windows(load_split(data, "valid", cfg.pitch_harmonics > 0), cfg), tc)
+        self.valid = validation_batches(windows(load_split(data, "valid", pitch_inputs(cfg) > 0), cfg), tc)
         self.distributed = distributed()
         self.ddp: torch.nn.Module = self.model
         if self.distributed:
@@ -622,7 +632,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, device: torch.device) -> d
     payload = read_training_checkpoint(checkpoint)
     cfg = config_from_dict(payload["config"])
     tc = train_config_from(argparse.Namespace(), payload["train_config"])
-    batches = validation_batches(windows(load_split(data, "valid", cfg.pitch_harmonics > 0), cfg), tc)
+    batches = validation_batches(windows(load_split(data, "valid", pitch_inputs(cfg) > 0), cfg), tc)
     losses: dict[str, dict[str, float]] = {}
     for key in ("model", "ema"):
         model = WaveNet(cfg)
@@ -858,7 +868,7 @@ def run_command(args: argparse.Namespace) -> int:
                 print(f"weights from {args.init}; new: {', '.join(fresh) or 'none'}", file=sys.stderr)
         if rank == 0:
             print(f"model config: {json.dumps(config_to_dict(cfg))}", file=sys.stderr)
-        if cfg.pitch_harmonics and any(name.startswith("pitch_net.") for name in fresh) and tc.pitch_head_steps:
+        if pitch_inputs(cfg) and any(name.startswith("pitch_net.") for name in fresh) and tc.pitch_head_steps:
             trainer.fit_pitch_head()
 
     stop = [False]

@@ -16,7 +16,7 @@ from torch import nn
 
 from models import pitch
 from models.features import MelSpec
-from models.mulaw import CLASSES
+from models.mulaw import CLASSES, silence
 
 CHECKPOINT_FORMAT = "wavenet-stream/1"
 
@@ -53,7 +53,7 @@ class ResidualBlock(nn.Module):
 
 
 # WaveNetConfig's whole numbers are >= 1 but these
-MIN_FIELD = {"classes": 2, "speakers": 0, "cond_lookahead": 0, "pitch_harmonics": 0}
+MIN_FIELD = {"classes": 2, "speakers": 0, "cond_lookahead": 0, "pitch_harmonics": 0, "pitch_lag": 0}
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class WaveNetConfig:
     preemphasis: float = 0.0  # the classes are of x[t] - a x[t-1]; output is inverse-filtered (models.emphasis)
     pitch_harmonics: int = 0  # K > 0: a sine excitation of K harmonics from per-frame pitch (models.pitch) joins
     # every gate bias, and a pitch head predicts that pitch from the frames; 0: no pitch input
+    pitch_lag: int = 0  # odd taps > 0: the signal one pitch period back (models.pitch.lag_taps) joins them too
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -99,8 +100,15 @@ class WaveNetConfig:
             raise ValueError("mel.sample_rate must equal sample_rate")
         if not 0.0 <= self.preemphasis < 1.0:
             raise ValueError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
-        if self.pitch_harmonics and self.mel is None:
-            raise ValueError("pitch_harmonics needs mel frames (the pitch is predicted from them)")
+        if pitch_inputs(self) and self.mel is None:
+            raise ValueError("pitch input needs mel frames (the pitch is predicted from them)")
+        if self.pitch_lag and not self.pitch_lag % 2:
+            raise ValueError(f"pitch_lag must be odd (taps centred on the lag), got {self.pitch_lag}")
+
+
+def pitch_inputs(cfg: WaveNetConfig) -> int:
+    """Per-sample pitch inputs (0: none): the sine excitation's sin and cos of each harmonic, then the lag taps."""
+    return 2 * cfg.pitch_harmonics + cfg.pitch_lag
 
 
 def dilations(cfg: WaveNetConfig) -> tuple[int, ...]:
@@ -246,10 +254,10 @@ class WaveNet(nn.Module):
             self.null_frame = nn.Parameter(torch.zeros(cfg.mel.n_mels))  # the learned "no features" frame
         self.pitch_net: PitchNet | None = None
         self.excitation_proj: nn.Linear | None = None
-        if cfg.pitch_harmonics:
+        if pitch_inputs(cfg):
             assert cfg.mel is not None
             self.pitch_net = PitchNet(cfg.mel.n_mels, cfg.cond_channels, cfg.cond_kernel)
-            self.excitation_proj = nn.Linear(2 * cfg.pitch_harmonics, width, bias=False)
+            self.excitation_proj = nn.Linear(pitch_inputs(cfg), width, bias=False)
             nn.init.zeros_(self.excitation_proj.weight)  # a model grown from one without pitch starts as it was
 
     # --- conditioning -------------------------------------------------------------------------------
@@ -273,15 +281,24 @@ class WaveNet(nn.Module):
         """(B, n_mels, F + left + right) padded frames to predicted pitch rows (B, 2, F + 1): F0 Hz, periodicity."""
         return pitch_from_outputs(self.pitch_outputs(frames))
 
-    def excitation_from_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, F + left + right) padded frames of whole signals to the (B, 2K, F * hop) excitation a stream
-        conditioned on them gets (models.pitch): the pitch head's rows, the phase 0 at the first."""
-        assert self.cfg.mel is not None
-        hop, rate, harmonics = self.cfg.mel.hop, self.cfg.sample_rate, self.cfg.pitch_harmonics
+    def excitation_from_frames(self, frames: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n_mels, F + left + right) padded frames of whole signals (and, for lag taps, their (B, F * hop) input
+        classes) to the (B, pitch_inputs, F * hop) pitch inputs a stream conditioned on them gets (models.pitch):
+        the pitch head's rows, the phase 0 at the first, silence before the first sample."""
+        cfg = self.cfg
+        assert cfg.mel is not None
+        hop, rate = cfg.mel.hop, cfg.sample_rate
+        _, farthest = pitch.lag_reach(rate, cfg.pitch_lag)
         out = []
-        for f0, periodicity in self.pitch_rows(frames).detach().to(torch.float64).numpy():
-            phases = pitch.row_phases(f0, hop, rate)
-            out.append(pitch.excitation(f0, periodicity, phases, hop, rate, harmonics, 0, (len(f0) - 1) * hop))
+        for b, (f0, periodicity) in enumerate(self.pitch_rows(frames).detach().to(torch.float64).numpy()):
+            rows = np.stack([f0, periodicity, pitch.row_phases(f0, hop, rate)], axis=1)
+            values = None
+            if cfg.pitch_lag:  # samples -farthest .. : silence, then the inputs (inputs[0] is sample -1)
+                assert inputs is not None
+                classes = np.concatenate([np.full(farthest - 1, silence(cfg.classes)), inputs[b].numpy()])
+                values = pitch.companded(classes, cfg.classes)
+            out.append(pitch.sample_inputs(rows, values, -farthest, hop, rate, cfg.pitch_harmonics, cfg.pitch_lag,
+                                           0, (len(f0) - 1) * hop))
         return torch.from_numpy(np.stack(out))
 
     def gate_bias_from_cond(self, cond: torch.Tensor) -> torch.Tensor:

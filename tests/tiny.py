@@ -28,6 +28,9 @@ CONFIGS = {
     "pitch": WaveNetConfig(sample_rate=1600, max_dilation=8, residual_channels=8, gate_channels=8,
                            skip_channels=16, mel=TINY_MEL, cond_channels=6, speakers=2, speaker_channels=4,
                            pitch_harmonics=3),
+    "lag": WaveNetConfig(sample_rate=16000, max_dilation=8, residual_channels=8, gate_channels=8, skip_channels=16,
+                         mel=MelSpec(n_mels=8, hop=40, win=160, n_fft=256), cond_channels=6, speakers=2,
+                         speaker_channels=4, pitch_lag=3),
 }
 
 

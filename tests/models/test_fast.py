@@ -187,7 +187,7 @@ def test_logits_inside_a_chunk_equal_reference_on_the_same_samples(variant: str,
         assert np.abs(got - expected).max() <= BF16_TOLERANCE * expected.std()
 
 
-@pytest.mark.parametrize("name", ["both", "pitch"])
+@pytest.mark.parametrize("name", ["both", "pitch", "lag"])
 def test_primed_stream_equals_reference(variant: str, name: str) -> None:
     model = tiny_model(name)
     cfg = model.cfg
@@ -207,7 +207,7 @@ def test_primed_stream_equals_reference(variant: str, name: str) -> None:
         assert off_the_reference(model, config, frames, out, prime=seed) == []
 
 
-@pytest.mark.parametrize("name", ["both", "pitch"])
+@pytest.mark.parametrize("name", ["both", "pitch", "lag"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_seeded_stream_is_identical_alone_and_in_a_changing_batch(variant: str, precision: str, name: str) -> None:
     model = tiny_model(name)

@@ -8,7 +8,7 @@ import torch
 
 from models.generator import Generator, StreamConfig
 from models.mulaw import SILENCE, silence
-from models.wavenet import GateBias, WaveNet, WaveNetConfig, pad_frames, receptive_field
+from models.wavenet import GateBias, WaveNet, WaveNetConfig, pad_frames, pitch_inputs, receptive_field
 from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
 
 TOLERANCE = 1e-4
@@ -20,7 +20,7 @@ def parallel_logits(model: WaveNet, classes: np.ndarray, frames: np.ndarray | No
     inputs = torch.as_tensor(np.concatenate([[SILENCE], classes[:-1]]))[None]
     padded = None if frames is None else pad_frames(torch.as_tensor(frames).T[None], cfg)
     with torch.no_grad():
-        excitation = model.excitation_from_frames(padded) if padded is not None and cfg.pitch_harmonics else None
+        excitation = model.excitation_from_frames(padded, inputs) if padded is not None and pitch_inputs(cfg) else None
         logits = model(inputs, padded, torch.tensor([speaker]) if cfg.speakers else None, None, excitation)
     return logits[0].T.numpy()
 
@@ -95,7 +95,7 @@ def test_features_are_consumed_only_as_far_as_received_plus_lookahead() -> None:
     assert gen.done(sid)
 
 
-@pytest.mark.parametrize("name", ["both", "pitch"])
+@pytest.mark.parametrize("name", ["both", "pitch", "lag"])
 def test_priming_equals_stepping_through_the_seed(name: str) -> None:
     model = tiny_model(name)
     cfg = model.cfg
@@ -129,7 +129,7 @@ def generate_all(gen: Generator, sid: int, chunk: int = 37) -> np.ndarray:
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("name", ["both", "pitch"])
+@pytest.mark.parametrize("name", ["both", "pitch", "lag"])
 def test_seeded_stream_is_identical_alone_and_in_a_changing_batch(name: str) -> None:
     model = tiny_model(name)
     cfg = model.cfg

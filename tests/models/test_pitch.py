@@ -112,3 +112,34 @@ def test_free_running_rows_get_no_excitation() -> None:
         with_it = model(inputs, frames, speaker, free, excitation)
         without = model(inputs, frames, speaker, free, torch.zeros_like(excitation))
     assert torch.equal(with_it[0], without[0]) and not torch.equal(with_it[1], without[1])
+
+
+def test_the_lag_taps_of_a_periodic_signal_repeat_it() -> None:
+    """A signal of period 100 samples and the pitch rows of its F0 (160 Hz): the centre tap one period back is the
+    signal itself, the outer taps its neighbours; a periodicity of 0.5 halves them."""
+    period, taps = 100, 3
+    _, farthest = pitch.lag_reach(RATE, taps)
+    t = np.arange(-farthest, 2000)
+    values = np.sin(2 * np.pi * t / period) * np.cos(2 * np.pi * t / (period / 3))
+    rows = np.full(2000 // HOP + 2, RATE / period)
+    got = pitch.lag_taps(values, -farthest, rows, np.full_like(rows, 0.5), HOP, RATE, taps, 0, 2000)
+    signal = values[farthest:]
+    np.testing.assert_allclose(got[1], 0.5 * signal, atol=1e-6)
+    np.testing.assert_allclose(got[0][1:], 0.5 * signal[:-1], atol=1e-6)
+    np.testing.assert_allclose(got[2][:-1], 0.5 * signal[1:], atol=1e-6)
+
+
+def test_lag_taps_read_only_samples_at_least_lag_reach_back() -> None:
+    """Changing the signal at or after position - nearest changes no tap: what lets a chunk of `nearest` steps
+    know its inputs before it runs."""
+    taps = 3
+    nearest, farthest = pitch.lag_reach(RATE, taps)
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=farthest + 1000)
+    rows = rng.uniform(pitch.F0_MIN, pitch.F0_MAX, 1000 // HOP + 2)
+    position = 700
+    before = pitch.lag_taps(values, -farthest, rows, np.ones_like(rows), HOP, RATE, taps, position, 1)
+    changed = values.copy()
+    changed[farthest + position - nearest + 1 :] += 1.0  # samples position - nearest + 1 onwards
+    after = pitch.lag_taps(changed, -farthest, rows, np.ones_like(rows), HOP, RATE, taps, position, 1)
+    assert np.array_equal(before, after)
