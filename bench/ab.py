@@ -27,7 +27,7 @@ import numpy as np
 from bench.quality import METRICS, Clip, Pitch, griffin_lim, load_split, scores, vocode, yin
 from models.fast import engine_description, make_generator
 from models.features import MelSpec, log_mel
-from models.wavenet import load_checkpoint, read_checkpoint
+from models.wavenet import checkpoint_temperature, load_checkpoint, read_checkpoint
 
 BOOTSTRAP = 4000  # resamples of the clips
 SEED_STRIDE = 100_000  # seed k of clip i is SEED + k * SEED_STRIDE + i
@@ -40,13 +40,17 @@ class Arm:
     temperature: float
 
 
-def parse_arm(text: str, default_temperature: float) -> Arm:
-    """PATH[@TEMPERATURE] -> Arm, named by the run folder of a training checkpoint, else by the file."""
+def parse_arm(text: str, default_temperature: float | None) -> Arm:
+    """PATH[@TEMPERATURE] -> Arm, named by the run folder of a training checkpoint, else by the file; with no
+    temperature, default_temperature, else the one the model is served at."""
     path_text, _, temperature = text.partition("@")
     path = Path(path_text)
     name = path.parent.name if path.name == "checkpoint.pt" else path.stem
-    t = float(temperature) if temperature else default_temperature
-    return Arm(f"{name}@{t:g}" if temperature else name, path, t)
+    if temperature:
+        return Arm(f"{name}@{float(temperature):g}", path, float(temperature))
+    if default_temperature is None:
+        default_temperature = checkpoint_temperature(read_checkpoint(path))
+    return Arm(name, path, default_temperature)
 
 
 def per_clip_scores(outputs: dict[int, np.ndarray], clips: list[Clip], spec: MelSpec,
@@ -83,7 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=4.0, help="compare at most this much of each clip")
     p.add_argument("--seeds", type=int, default=2, help="generations of each clip per arm")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0, help="for arms that name none")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="for arms that name none (default: each model's own, as it is served)")
     p.add_argument("--weights", choices=("model", "ema"), default="model", help="of training checkpoints")
     p.add_argument("--streams", type=int, default=48, help="clips generated at once as one batch")
     args = p.parse_args(argv)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from models import emphasis, mulaw
 from models.features import MelSpec, log_mel, mel_filterbank
 from models.generator import Generator, StreamConfig
-from models.wavenet import WaveNet, config_from_dict, load_checkpoint, read_checkpoint
+from models.wavenet import WaveNet, checkpoint_temperature, config_from_dict, load_checkpoint, read_checkpoint
 
 PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
 MCD_ORDER = 24  # mel-cepstral coefficients c1..c24 (c0, the level, excluded)
@@ -387,7 +387,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clips", type=int, default=None, help="clips, evenly spaced over the split (default: all)")
     p.add_argument("--max-seconds", type=float, default=None, help="compare at most this much of each clip")
     p.add_argument("--streams", type=int, default=32, help="clips generated at once as one batch")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=None, help="default: the model's own (as it is served)")
     p.add_argument("--seed", type=int, default=0, help="clip i of the split is generated with seed SEED + i")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compiled generator's weights")
     p.add_argument("--reference-generator", action="store_true", help="use the PyTorch eager generator")
@@ -437,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.model} takes no mel frames: it is not a vocoder")
         if model.cfg.mel != spec:
             raise SystemExit(f"{args.model} was trained on other frames ({model.cfg.mel}) than {args.data} ({spec})")
-        trained = read_checkpoint(args.model).get("trained")
+        payload = read_checkpoint(args.model)
+        trained = payload.get("trained")
+        if args.temperature is None:
+            args.temperature = checkpoint_temperature(payload)
         gen, generator_name = pick_generator(model, args.precision, args.threads, args.reference_generator)
         gen_start = time.perf_counter()
         with tqdm(total=sum(c.n_frames * spec.hop for c in clips), unit="sample", unit_scale=True,

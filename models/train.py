@@ -27,6 +27,7 @@ from models.fast import default_threads
 from models.features import MelSpec
 from models.wavenet import (
     LOG2_F0_CENTRE,
+    TEMPERATURE,
     CheckpointError,
     WaveNet,
     WaveNetConfig,
@@ -608,8 +609,10 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str = "ema") -> dict[str, Any]:
-    """Write the EMA (or raw) weights of a training checkpoint as a serving checkpoint, with speakers and provenance."""
+def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str = "ema",
+                 temperature: float = TEMPERATURE) -> dict[str, Any]:
+    """Write the EMA (or raw) weights of a training checkpoint as a serving checkpoint, with speakers, provenance
+    and the temperature it is sampled at by default."""
     payload = read_training_checkpoint(checkpoint)
     model = WaveNet(config_from_dict(payload["config"]))
     if len(speakers) != model.cfg.speakers:
@@ -621,7 +624,7 @@ def export_model(checkpoint: Path, out: Path, speakers: list[str], weights: str 
                "valid_bits": progress["valid"][-1][1] if progress["valid"] else None,
                "valid_bits_free": progress["valid_free"][-1][1] if progress.get("valid_free") else None,
                "train_config": payload["train_config"], "weights": weights}
-    save_checkpoint(out, model, {"speakers": speakers, "trained": trained})
+    save_checkpoint(out, model, {"speakers": speakers, "trained": trained, "temperature": temperature})
     return trained
 
 
@@ -792,6 +795,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's weights as a serving model, exit")
     p.add_argument("--export-weights", choices=("ema", "model"), default="ema",
                    help="which weights --export writes: the EMA (default) or the raw ones")
+    p.add_argument("--export-temperature", type=at_least_zero(float), default=TEMPERATURE,
+                   help="the sampling temperature --export stores as the model's default (bench/ab.py finds it)")
     p.add_argument("--evaluate", action="store_true",
                    help="print the validation loss of OUT/checkpoint.pt's raw and EMA weights (one JSON line), exit")
     for f in dataclasses.fields(TrainConfig):  # unset: the resumed run's value, else the default
@@ -821,7 +826,8 @@ def run_command(args: argparse.Namespace) -> int:
     meta = json.loads((data / "meta.json").read_text())
     checkpoint = out / "checkpoint.pt"
     if args.export:
-        trained = export_model(checkpoint, Path(args.export), meta["speakers"], args.export_weights)
+        trained = export_model(checkpoint, Path(args.export), meta["speakers"], args.export_weights,
+                               args.export_temperature)
         print(f"wrote {args.export}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
         return 0
     if args.evaluate:

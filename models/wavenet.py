@@ -19,6 +19,7 @@ from models.features import MelSpec
 from models.mulaw import CLASSES, silence
 
 CHECKPOINT_FORMAT = "wavenet-stream/1"
+TEMPERATURE = 1.0  # a model's sampling temperature unless its checkpoint names another ("temperature")
 
 
 class CausalConv(nn.Module):
@@ -447,6 +448,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} checkpoint")
     return payload
+
+
+def checkpoint_temperature(payload: dict[str, Any]) -> float:
+    """The sampling temperature a checkpoint's model is served at by default (the best rule bench/ab.py found for
+    it), TEMPERATURE if it names none."""
+    value = payload.get("temperature", TEMPERATURE)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < math.inf:
+        raise CheckpointError(f"checkpoint temperature must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def load_checkpoint(path: str | os.PathLike[str], key: str = "model") -> WaveNet:

@@ -13,8 +13,8 @@ from google.protobuf.message import DecodeError
 from models import emphasis
 from models.features import MelSpec
 from models.generator import StreamConfig, frames_cover_prime
-from models.wavenet import WaveNetConfig, lookahead_frames, receptive_field
-from server.settings import DEFAULT_CHUNK_SECONDS, DEFAULT_TEMPERATURE, MIN_CHUNK_SECONDS, Limits
+from models.wavenet import TEMPERATURE, WaveNetConfig, lookahead_frames, receptive_field
+from server.settings import DEFAULT_CHUNK_SECONDS, MIN_CHUNK_SECONDS, Limits
 from wavenet.codec import (
     BYTES_PER_SAMPLE,
     Encoding,
@@ -60,8 +60,8 @@ def lenient(message_class: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-def model_info(name: str, cfg: WaveNetConfig, speakers: list[str]) -> pb.ModelInfo:
-    """What ListModels says about one model."""
+def model_info(name: str, cfg: WaveNetConfig, speakers: list[str], temperature: float) -> pb.ModelInfo:
+    """What ListModels says about one model; temperature: the one a request that names none is sampled at."""
     info = pb.ModelInfo(
         name=name,
         sample_rate=cfg.sample_rate,
@@ -69,7 +69,7 @@ def model_info(name: str, cfg: WaveNetConfig, speakers: list[str]) -> pb.ModelIn
         receptive_field=receptive_field(cfg),
         speakers=speakers,
         free_running=True,
-        default_temperature=DEFAULT_TEMPERATURE,
+        default_temperature=temperature,
     )
     if cfg.mel is not None:
         info.features.CopyFrom(feature_spec(cfg.mel, lookahead_frames(cfg)))
@@ -124,14 +124,14 @@ def chunk_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits,
 
 
 def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, streamed: bool, seed: int,
-             field: str = "") -> Request:
+             field: str = "", default_temperature: float = TEMPERATURE) -> Request:
     """A GenerateRequest (or Synthesize's config, streamed=True) checked against the model and the limits."""
     prefix = f"{field}." if field else ""
     speaker = request.speaker if request.HasField("speaker") else 0
     if request.HasField("speaker") and speaker >= max(1, cfg.speakers):
         raise InvalidField(f"{prefix}speaker", f"{speaker} is not a speaker of this model (it has "
                                                 f"{cfg.speakers or 'no'} speakers)")
-    temperature = request.temperature if request.HasField("temperature") else DEFAULT_TEMPERATURE
+    temperature = request.temperature if request.HasField("temperature") else default_temperature
     if not math.isfinite(temperature) or not 0 <= temperature <= limits.max_temperature:
         raise InvalidField(f"{prefix}temperature", f"must be in [0, {limits.max_temperature:g}], got {temperature}")
     encoding = encoding_of(request.encoding, f"{prefix}encoding")

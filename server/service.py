@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from models.emphasis import Decoder
 from models.fast import Precision, default_threads, engine_description, engine_module, make_generator
 from models.generator import frames_cover_prime
-from models.wavenet import CheckpointError, WaveNetConfig, load_checkpoint, read_checkpoint
+from models.wavenet import CheckpointError, WaveNetConfig, checkpoint_temperature, load_checkpoint, read_checkpoint
 from server import convert
 from server.auth import TOKENS_ENV, TokenAuth, load_tokens
 from server.metrics import Metrics
@@ -65,7 +65,7 @@ def load_model(spec: str, max_streams: int, precision: Precision | None = None) 
     model = load_checkpoint(path, key="model")
     raw = read_checkpoint(path)
     speakers = [str(s) for s in raw.get("speakers", [])] or [f"speaker{i}" for i in range(model.cfg.speakers)]
-    info = convert.model_info(name, model.cfg, speakers[: model.cfg.speakers])
+    info = convert.model_info(name, model.cfg, speakers[: model.cfg.speakers], checkpoint_temperature(raw))
     return LoadedModel(name, model.cfg, info, Scheduler(make_generator(model, precision=precision), max_streams))
 
 
@@ -156,6 +156,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             seed = request.seed if request.HasField("seed") else secrets.randbits(63)
             try:
                 req = convert.validate(request, model.cfg, self.limits, streamed=feed is not None, seed=seed,
+                                       default_temperature=model.info.default_temperature,
                                        field="config" if feed is not None else "")
             except InvalidField as exc:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None

@@ -8,7 +8,6 @@ from pathlib import Path
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
-DEFAULT_TEMPERATURE = 1.0
 # The default --max-streams: streams one CPU keeps in real time with the bundled model, by the compiled engine variant
 # the CPU runs, times the CPUs the server may use (README, Serving; bench/serve.py --realtime on 2 cores: avx512 kept
 # 6, avx2 kept 2 and fell behind with 3). Where none keeps real time (the generic build, the PyTorch reference),

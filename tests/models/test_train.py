@@ -120,12 +120,12 @@ def test_cli_trains_resumes_and_keeps_the_config(data: Path, tmp_path: Path) -> 
     assert load_checkpoint(out / "checkpoint.pt").cfg == plain
     assert load_checkpoint(out / "checkpoint.pt", key="ema").cfg == plain
     served = tmp_path / "served.pt"
-    assert main([*common, "--export", str(served)]) == 0
+    assert main([*common, "--export", str(served), "--export-temperature", "0.7"]) == 0
     exported = load_checkpoint(served)
     ema = load_checkpoint(out / "checkpoint.pt", key="ema")
     assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(), ema.state_dict().values()))
     meta = torch.load(served, weights_only=True)
-    assert meta["speakers"] == ["a", "b"] and meta["trained"]["step"] == 6
+    assert meta["speakers"] == ["a", "b"] and meta["trained"]["step"] == 6 and meta["temperature"] == 0.7
 
 
 def test_evaluate_reports_the_raw_and_the_ema_weights(data: Path, tmp_path: Path,

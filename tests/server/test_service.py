@@ -564,3 +564,37 @@ def test_a_model_folder_adds_its_models_and_its_default_pt_replaces_the_bundled_
     assert notes == [f"--model-dir: {folder}/default.pt not served: a model named 'default' is given by --model"]
     with pytest.raises(ValueError, match="--model-dir .*: not a folder"):
         model_specs(None, str(tmp_path / "none"))
+
+
+def test_a_model_is_sampled_at_its_own_temperature_unless_a_request_names_one(tmp_path: Path) -> None:
+    from models.wavenet import save_checkpoint
+    from tests.tiny import tiny_model
+
+    model = tiny_model("both")
+    save_checkpoint(tmp_path / "cool.pt", model, {"speakers": ["alice", "bob"], "temperature": 0.5})
+    save_checkpoint(tmp_path / "plain.pt", model, {"speakers": ["alice", "bob"]})
+    running = RunningServer([f"cool={tmp_path / 'cool.pt'}", f"plain={tmp_path / 'plain.pt'}"], 2, LIMITS)
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = pb_grpc.WaveNetStub(channel)
+            temperatures = {m.name: m.default_temperature for m in stub.ListModels(pb.ListModelsRequest()).models}
+            assert temperatures == {"cool": 0.5, "plain": 1.0}
+
+            def audio(model: str, **temperature: float) -> np.ndarray:
+                return collect(stub.Generate(pb.GenerateRequest(model=model, samples=400, seed=9, **temperature)))[1]
+
+            assert np.array_equal(audio("cool"), audio("plain", temperature=0.5))
+            assert np.array_equal(audio("cool", temperature=1.0), audio("plain"))
+            assert not np.array_equal(audio("cool"), audio("plain"))
+    finally:
+        running.stop()
+
+
+def test_a_model_whose_temperature_is_not_a_number_is_refused_at_start(tmp_path: Path) -> None:
+    from models.wavenet import CheckpointError, save_checkpoint
+    from server.service import load_model
+    from tests.tiny import tiny_model
+
+    save_checkpoint(tmp_path / "bad.pt", tiny_model("both"), {"temperature": "warm"})
+    with pytest.raises(CheckpointError, match="temperature"):
+        load_model(str(tmp_path / "bad.pt"), 1)
