@@ -332,15 +332,22 @@ class Generator:
         per_frame = None
         if state.config.features:
             assert state.frame_bias is None, "no biases are made before the prime"
-            # begin at the tail's first frame; with pitch input at the first, where the excitation's phase starts
-            first = 0 if pitch_inputs(self.cfg) else start // hop
+            # begin at the tail's first frame; with a sine excitation at the first, where its phase starts (all the
+            # prime's frames are then conditioned: a long prime costs its length there)
+            first = 0 if self.cfg.pitch_harmonics else start // hop
             state.cond_count = state.frame_bias_offset = first
             self._condition(state, len(seed))
             assert state.frame_bias is not None
             tail = start // hop - first
             per_frame = state.frame_bias[tail : tail + (len(seed) - start - 1) // hop + 2].T[None]  # (1, W, frames)
         fed = np.concatenate([[silence(self.cfg.classes)], seed[:-1]])  # the inputs of positions 0 .. len(seed) - 1
-        excitation = self._excitation(state, start, len(seed) - start, fed)
+        excitation = None
+        if state.history is not None:  # the tail's lag taps read no further back than the history holds
+            lo = max(0, start - self._history)
+            past = fed[lo:] if lo else np.concatenate([state.history, fed])
+            excitation = self._excitation(state, start, len(seed) - start, (past, lo if lo else -self._history))
+        elif state.pitch is not None:
+            excitation = self._excitation(state, start, len(seed) - start)
         self._remember(state, fed)
         weight = None if self._excitation_weight is None else self._excitation_weight.T
         bias = GateBias(per_frame, state.constant_bias[None], hop, None if excitation is None else excitation[None],
@@ -397,20 +404,19 @@ class Generator:
         return state.constant_bias + excitation.T @ self._excitation_weight
 
     def _excitation(self, state: StreamState, start: int, count: int,
-                    fed: np.ndarray | None = None) -> torch.Tensor | None:
+                    past: tuple[np.ndarray, int] | None = None) -> torch.Tensor | None:
         """(pitch inputs, count) pitch inputs of positions [start, start + count) (models.pitch), or None without
-        pitch. Lag taps read the stream's history and then `fed`, the inputs of positions state.t onwards (default:
-        state.last alone, enough for a chunk of at most _lag_nearest steps)."""
+        pitch. Lag taps read `past`, (inputs, the position of the first), by default the stream's history and
+        state.last: enough for a chunk of at most _lag_nearest steps."""
         if state.pitch is None:
             return None
         assert self.cfg.mel is not None
         hop, origin = self.cfg.mel.hop, state.frame_bias_offset * self.cfg.mel.hop
         values, values_start = None, 0
         if state.history is not None:
-            inputs = np.concatenate([state.history, [state.last] if fed is None else fed])
+            inputs, first = past or (np.concatenate([state.history, [state.last]]), state.t - len(state.history))
             values = pitch.companded(inputs, self.cfg.classes)
-            # inputs[i] is the input of position state.t - len(history) + i: sample state.t - len(history) + i - 1
-            values_start = state.t - len(state.history) - 1 - origin
+            values_start = first - 1 - origin  # the input of position p is sample p - 1
         return torch.from_numpy(pitch.sample_inputs(state.pitch, values, values_start, hop, self.cfg.sample_rate,
                                                     self.cfg.pitch_harmonics, self.cfg.pitch_lag, start - origin,
                                                     count))
