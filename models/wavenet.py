@@ -320,7 +320,7 @@ class WaveNet(nn.Module):
         excitation: torch.Tensor | None = None,
     ) -> GateBias:
         """Gate biases from padded frames (None: run free), speaker ids, a mask of rows that run free and the
-        (B, 2K, T) pitch excitation (models.pitch; None or rows that run free: none)."""
+        (B, pitch_inputs, T) pitch inputs (models.pitch; None or rows that run free: none)."""
         per_frame = per_stream = None
         if self.cfg.mel is not None:
             free_bias = self.gate_bias_from_cond(self.free_conditioning()[None, :, None])[:, :, 0]  # (1, W)
