@@ -13,7 +13,7 @@ import soundfile as sf
 
 from client.api import ITERATOR_FAILED, Chunk, WaveNetClient, recording_frames
 from client.cli import Progress, main
-from tests.serving import RunningServer, wait_for
+from tests.serving import LIMITS, MAX_STREAMS, RunningServer, wait_for
 from tests.tiny import TINY_MEL
 from wavenet.codec import mel_spec
 
@@ -76,18 +76,26 @@ def test_bad_input_file_and_bad_request(server: RunningServer, tmp_path: Path,
     assert main(["--server", server.address, "generate", "--seconds", "1", "-o", str(tmp_path / "o.mp3")]) == 2
 
 
-def test_an_output_that_cannot_be_written_is_refused_before_generating(server: RunningServer, tmp_path: Path,
+def test_an_output_that_cannot_be_written_is_refused_before_generating(model_path: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    own = RunningServer([f"tiny={model_path}"], MAX_STREAMS, LIMITS)  # its own server: no other test's calls counted
+
     def generate_calls() -> float:
-        return sum(server.metrics.registry.get_sample_value("wavenet_requests_total",
-                                                            {"method": "Generate", "code": code}) or 0.0
+        return sum(own.metrics.registry.get_sample_value("wavenet_requests_total",
+                                                         {"method": "Generate", "code": code}) or 0.0
                    for code in ("OK", "CANCELLED", "INVALID_ARGUMENT"))
 
-    before = generate_calls()
-    missing = tmp_path / "no-such-folder" / "x.wav"
-    assert main(["--server", server.address, "generate", "--seconds", "0.2", "-o", str(missing)]) == 2
-    assert capsys.readouterr().err.strip() == f"wavenet-client: cannot write {missing}: no folder {missing.parent}"
-    assert generate_calls() == before  # refused before any call
+    try:
+        missing = tmp_path / "no-such-folder" / "x.wav"
+        assert main(["--server", own.address, "generate", "--seconds", "0.2", "-o", str(missing)]) == 2
+        assert capsys.readouterr().err.strip() == f"wavenet-client: cannot write {missing}: no folder {missing.parent}"
+        # A call of our own, counted once it has ended, orders the count: a call the CLI made would be counted first.
+        with WaveNetClient(own.address) as client:
+            list(client.generate(samples=40))
+        wait_for(lambda: generate_calls() >= 1)
+        assert generate_calls() == 1  # ours alone: the CLI was refused before any call
+    finally:
+        own.stop()
 
 
 def test_a_failed_write_is_one_line_and_exit_2(server: RunningServer, tmp_path: Path,
