@@ -1,7 +1,8 @@
 """Compiled generator speed (models/fast.py) against the reference, on the default model's shape, and bf16's cost.
 
 Measures, in one run: the reference generator (1 stream), the compiled one for 1 stream on 1 thread, and batched
-totals for 1, 4, 8, 16 and 32 streams on 2 threads, each in fp32 and bf16; 1 stream on every variant this CPU runs
+totals for 1, 4, 8, 16 and 32 streams on 2 threads, each in fp32 and bf16, and one mel-conditioned stream of the
+same shape with pitch-lag taps; 1 stream on every variant this CPU runs
 (avx512, avx2, generic: each in the precision it defaults to); then the exactness of each precision
 against the reference (teacher-forced logits) and what bf16 does to sampled audio. Every rate is end to end through
 Generator.generate() in chunks of --chunk steps (bias building and bookkeeping included).
@@ -27,6 +28,7 @@ from models.mulaw import SILENCE
 from models.wavenet import WaveNet, WaveNetConfig, load_checkpoint
 
 DEFAULT = WaveNetConfig(speakers=5)  # the default model's shape
+LAG = WaveNetConfig(speakers=5, pitch_lag=3)  # the same with pitch-lag taps (docs/quality.md)
 BUNDLED = os.path.join(os.path.dirname(__file__), "..", "models", "default.pt")
 BATCHES = (1, 4, 8, 16, 32)
 
@@ -173,6 +175,8 @@ def measure(quick: bool, chunk: int, checkpoint: str | None) -> tuple[str, list[
     engine_only: dict[str, float] = {}
     batched: dict[str, dict[str, float]] = {}
     features: dict[str, dict[str, float]] = {}
+    lag_model = random_model(LAG)
+    lag_features: dict[str, float] = {}
     for precision in ("fp32", "bf16"):
         one = FastGenerator(model, precision=precision, threads=1)  # type: ignore[arg-type]
         fast[precision] = rate(one, 1, seconds, chunk)
@@ -190,6 +194,10 @@ def measure(quick: bool, chunk: int, checkpoint: str | None) -> tuple[str, list[
         }
         rows.append((f"fast {precision}, 1 mel-conditioned stream, 1 thread", f"{features[precision]['1']:,.0f}"))
         rows.append((f"fast {precision}, 16 mel-conditioned streams, 2 threads", f"{features[precision]['16']:,.0f}"))
+        lag_one = FastGenerator(lag_model, precision=precision, threads=1)  # type: ignore[arg-type]
+        lag_features[precision] = feature_rate(lag_one, 1, seconds, chunk)
+        rows.append((f"fast {precision}, 1 mel-conditioned stream, pitch lag 3 taps, 1 thread",
+                     f"{lag_features[precision]:,.0f}"))
     by_variant: dict[str, float] = {}
     for name in (v for v in VARIANTS if engine_module(v) is not None):
         gen = FastGenerator(model, threads=1, variant=name)  # the precision it defaults to
@@ -249,6 +257,7 @@ def measure(quick: bool, chunk: int, checkpoint: str | None) -> tuple[str, list[
         "fast_batched_samples_per_s": batched["bf16"],
         "fast_batched_samples_per_s_by_precision": batched,
         "fast_features_samples_per_s_by_precision": features,  # mel-conditioned streams (feature frames fed live)
+        "fast_lag_features_samples_per_s_by_precision": lag_features,  # 1 such stream, the model with pitch-lag taps
         "fast_samples_per_s_by_variant": by_variant,  # 1 stream, 1 thread, each variant's default precision
         "exactness": exactness,
     }

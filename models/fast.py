@@ -150,6 +150,14 @@ class FastGenerator(Generator):
             "classes": self.cfg.classes,
             "dilations": list(self.dilations),
         }
+        # Pitch-lag taps run inside the engine, which keeps each stream's inputs for them, so a chunk may be any
+        # length (the reference stops each chunk at lag_reach's nearest). A sine excitation comes per sample from
+        # here, in the biases (_chunk_bias), and so do the taps of a model that has both.
+        self._native_lag = bool(self.cfg.pitch_lag) and not self.cfg.pitch_harmonics
+        if self._native_lag:
+            assert self._excitation_weight is not None
+            config.update(pitch_lag=self.cfg.pitch_lag, sample_rate=self.cfg.sample_rate,
+                          lag_weight=self._excitation_weight.to(torch.float32).contiguous().numpy())
         with torch.inference_mode():
             arrays = [t.detach().to(torch.float32).contiguous().numpy() for t in weights]
         self._engine = module.Engine(config, arrays, precision)
@@ -159,12 +167,15 @@ class FastGenerator(Generator):
         """The engine's variant, precision and packed weight bytes."""
         return dict(self._engine.info())
 
+    def _chunk_cap(self) -> int | None:
+        return None if self._native_lag else super()._chunk_cap()
+
     def _chunk_bias(self, states: list[StreamState], counts: list[int], steps: int) -> torch.Tensor:
         """What is added to the per-frame biases, which the engine interpolates itself, step by step (see
         _run_chunk), with the float32 operations of Generator._sample_bias in the same order: each stream's
-        constant bias, as a broadcast (B, steps, width) view, or with pitch input, a (B, steps, width) tensor of
-        the constant plus each sample's excitation bias."""
-        if not any(s.pitch is not None for s in states):
+        constant bias, as a broadcast (B, steps, width) view, or with a sine excitation, a (B, steps, width)
+        tensor of the constant plus each sample's excitation bias (pitch-lag taps alone: the engine adds them)."""
+        if self._native_lag or not any(s.pitch is not None for s in states):
             return constant_bias(states, steps)
         bias = constant_bias(states, steps).clone()
         for row, (state, count) in enumerate(zip(states, counts)):
@@ -194,7 +205,12 @@ class FastGenerator(Generator):
         if self.record_logits is not None:
             logits = np.zeros((len(states), bias.shape[1], self.cfg.classes), np.float32)
             self.record_logits.append(logits)
-        out = self._engine_run(states, np.asarray(counts, np.int64), bias, seeds, temperatures, logits, per_frame)
+        lag = None
+        if self._native_lag and any(s.pitch is not None for s in states):
+            lag = [None if s.pitch is None else (np.ascontiguousarray(s.pitch, np.float64), s.history)
+                   for s in states]
+        out = self._engine_run(states, np.asarray(counts, np.int64), bias, seeds, temperatures, logits, per_frame,
+                               lag)
         for row, (state, count) in enumerate(zip(states, counts)):
             if count > 0:
                 state.t += count
@@ -235,11 +251,14 @@ class FastGenerator(Generator):
         temperatures: np.ndarray,
         logits: np.ndarray | None,
         frames: tuple[list[np.ndarray | None], np.ndarray, int] | None = None,
+        lag: list[tuple[np.ndarray, np.ndarray | None] | None] | None = None,
     ) -> np.ndarray:
         """The engine's chunk call on the shared queue bank; t and last are left for the caller to advance.
 
         frames: (per-frame biases or None per stream, their first frame's index, hop) for streams whose biases the
-        engine interpolates; their rows of bias then hold only the per-stream constant."""
+        engine interpolates; their rows of bias then hold only the per-stream constant. lag: per stream, None or
+        (its pitch rows, as frames: (frames, 3) float64; its history: the inputs of its last positions before t)
+        for streams whose pitch-lag taps the engine computes."""
         frame_list, offsets, hop = frames if frames is not None else (None, None, 0)
         return self._engine.run(
             [q.numpy() for q in self.queues],
@@ -255,6 +274,7 @@ class FastGenerator(Generator):
             frame_list,
             offsets,
             hop,
+            lag,
         )
 
 

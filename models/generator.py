@@ -214,8 +214,9 @@ class Generator:
     def generate(self, max_steps: int, sids: list[int] | None = None) -> dict[int, np.ndarray]:
         """Run up to max_steps steps for every stream (or those in sids) with samples ready; their new classes."""
         chosen = {sid: self.streams[sid] for sid in (self.streams if sids is None else sids)}
-        if self._history:
-            max_steps = min(max_steps, self._lag_nearest)
+        cap = self._chunk_cap()
+        if cap is not None:
+            max_steps = min(max_steps, cap)
         for state in chosen.values():
             if state.seed_audio is not None and self._conditioned_until(state) >= len(state.seed_audio):
                 self._prime(state)
@@ -246,6 +247,10 @@ class Generator:
         for state, cls in zip(states, np.asarray(inputs, np.int64).reshape(-1)):
             self._remember(state, np.array([cls]))
         return logits.numpy()
+
+    def _chunk_cap(self) -> int | None:
+        """The most steps one chunk may take: with pitch-lag taps, as many as read only samples made before it."""
+        return self._lag_nearest if self._history else None
 
     def _remember(self, state: StreamState, inputs: np.ndarray) -> None:
         """Append the classes fed as inputs to the stream's history (models with pitch-lag taps)."""

@@ -49,6 +49,8 @@ struct Row {  // one stream of the chunk
     double temperature;
     const float* frames;  // features streams: per-frame gate biases (frames, width), frame 0 = frame_offset
     int64_t frame_offset;
+    const double* pitch;  // pitch-lag streams: pitch rows (frames, 3) held F0, periodicity, phase; as frames
+    double* ring;  // pitch-lag streams: the companded inputs, sample s at s mod the ring's size
 };
 
 struct ChunkArgs {
@@ -60,7 +62,45 @@ struct ChunkArgs {
     int64_t* out;  // (B, n)
     float* logits;  // (B, n, classes) or null
     int64_t hop;  // samples per frame, for rows with frames
+    int lag_taps = 0;  // pitch-lag taps (0: none), their weights (taps, width), the sample rate, the ring's mask
+    const float* lag_weight = nullptr;
+    double sample_rate = 0.0;
+    int64_t ring_mask = 0;
 };
+
+inline double companded(int64_t cls, int classes) {  // models/pitch.py companded()
+    return 2.0 * static_cast<double>(cls) / static_cast<double>(classes - 1) - 1.0;
+}
+
+// What the pitch-lag taps add to the per-stream constant at position p (models/pitch.py lag_taps() and
+// Generator._added_bias, in their order of operations): out = constant + sum_j tap_j * weight_j, where tap j is the
+// periodicity times the input one pitch period back, offset by j, linearly interpolated. The ring holds the inputs
+// up to sample p - 1; the taps read at least lag_reach's nearest samples back.
+inline void lag_bias(float* __restrict out, const float* __restrict constant, const Row& row, int64_t p, const ChunkArgs& a, int width) {
+    const int64_t origin = row.frame_offset * a.hop, rel = p - origin, f = rel / a.hop;
+    const double k = static_cast<double>(rel % a.hop) / static_cast<double>(a.hop);
+    const double* left = row.pitch + f * 3;
+    const double* right = left + 3;
+    const double f0 = left[0] + (right[0] - left[0]) * k;
+    const double amplitude = left[1] + (right[1] - left[1]) * k;
+    const double lag = a.sample_rate / f0;
+    float taps[8];
+    for (int i = 0; i < a.lag_taps; ++i) {
+        const double at = (static_cast<double>(rel) - lag) + static_cast<double>(i - a.lag_taps / 2);
+        const double lo = std::floor(at), frac = at - lo;
+        const int64_t s = static_cast<int64_t>(lo) + origin;
+        const double y0 = row.ring[s & a.ring_mask], y1 = row.ring[(s + 1) & a.ring_mask];
+        taps[i] = static_cast<float>(amplitude * (y0 * (1.0 - frac) + y1 * frac));
+    }
+    const float t0 = taps[0];
+    for (int j = 0; j < width; ++j) out[j] = t0 * a.lag_weight[j];
+    for (int i = 1; i < a.lag_taps; ++i) {
+        const float ti = taps[i];
+        const float* w = a.lag_weight + static_cast<size_t>(i) * width;
+        for (int j = 0; j < width; ++j) out[j] = out[j] + ti * w[j];
+    }
+    for (int j = 0; j < width; ++j) out[j] = constant[j] + out[j];
+}
 
 inline int64_t ring(int64_t t, int64_t dilation) {  // t mod dilation, without a division for powers of two
     return (dilation & (dilation - 1)) == 0 ? t & (dilation - 1) : t % dilation;
@@ -86,6 +126,16 @@ class Engine {
         d_.sp = round_up(d_.s, kLanes);
         d_.cp = round_up(d_.classes, kLanes);
         d_.width = d_.layers * 2 * d_.g;
+        if (cfg.contains("pitch_lag")) {  // the pitch-lag taps' weights (taps, width) and the sample rate
+            lag_taps_ = cfg["pitch_lag"].cast<int>();
+            if (lag_taps_ < 1 || lag_taps_ > 8) throw std::invalid_argument("pitch_lag: 1 to 8 taps");
+            auto w = cfg["lag_weight"].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+            if (w.ndim() != 2 || w.shape(0) != lag_taps_ || w.shape(1) != d_.width)
+                throw std::invalid_argument("lag_weight: (pitch_lag, width)");
+            lag_weight_.assign(w.data(), w.data() + w.size());
+            sample_rate_ = cfg["sample_rate"].cast<double>();
+            if (!(sample_rate_ > 0)) throw std::invalid_argument("sample_rate: > 0");
+        }
         const int L = d_.layers, R = d_.r, G = d_.g, S = d_.s, C = d_.classes;
         // weights: embed, then per layer past, current, gate_bias, out, out_bias, then head1, head1_bias, head2,
         // head2_bias (as StepWeights), all float32 C-contiguous
@@ -144,7 +194,7 @@ class Engine {
                              py::array_t<int64_t, py::array::c_style> counts, py::array bias,
                              py::array_t<uint64_t, py::array::c_style> seeds,
                              py::array_t<double, py::array::c_style> temperatures, int threads, py::object logits,
-                             py::object frames, py::object frame_offsets, int64_t hop) {
+                             py::object frames, py::object frame_offsets, int64_t hop, py::object lag) {
         const int L = d_.layers;
         if (static_cast<int>(queues.size()) != L) throw std::invalid_argument("queues: one per layer");
         if (bias.ndim() != 3 || !py::isinstance<py::array_t<float>>(bias) || bias.shape(2) != d_.width ||
@@ -212,12 +262,53 @@ class Engine {
                 frame_off[i] = offsets.at(i);
             }
         }
+        // Rows with pitch-lag taps: (pitch rows, history) per stream or None, see models/fast.py. The engine keeps
+        // each stream's inputs in a ring of its own for the chunk, so a chunk may be any length.
+        std::vector<const double*> pitch_ptr(B, nullptr);
+        std::vector<std::vector<double>> rings(B);
+        if (!lag.is_none()) {
+            if (lag_taps_ == 0) throw std::invalid_argument("lag: this engine has no pitch-lag taps");
+            auto list = lag.cast<py::list>();
+            if (static_cast<int64_t>(list.size()) != B) throw std::invalid_argument("lag: one per stream (or None)");
+            args.lag_taps = lag_taps_;
+            args.lag_weight = lag_weight_.data();
+            args.sample_rate = sample_rate_;
+            for (int64_t i = 0; i < B; ++i) {
+                if (list[i].is_none()) continue;
+                if (!frame_ptr[i]) throw std::invalid_argument("lag: only for streams with frames");
+                auto pair = list[i].cast<py::tuple>();
+                if (pair.size() != 2) throw std::invalid_argument("lag: (pitch rows, history) per stream");
+                if (!py::isinstance<py::array_t<double>>(pair[0]) || !py::isinstance<py::array_t<int64_t>>(pair[1]))
+                    throw std::invalid_argument("lag: float64 pitch rows, int64 history");
+                auto p = py::reinterpret_borrow<py::array>(pair[0]);
+                auto h = py::reinterpret_borrow<py::array_t<int64_t>>(pair[1]);
+                if (!(p.flags() & py::array::c_style) || p.ndim() != 2 || p.shape(1) != 3)
+                    throw std::invalid_argument("lag: pitch rows C-contiguous (frames, 3)");
+                const int64_t last_needed = (t.at(i) + counts.at(i) - 1) / hop - frame_off[i] + 1;
+                if (counts.at(i) > 0 && last_needed >= p.shape(0))
+                    throw std::invalid_argument("lag: pitch rows do not cover the stream's samples");
+                if (h.ndim() != 1) throw std::invalid_argument("lag: history (n,)");
+                const int64_t n_hist = h.shape(0);
+                int64_t size = 1;
+                while (size < n_hist + 1) size *= 2;
+                if (args.ring_mask == 0) args.ring_mask = size - 1;
+                if (args.ring_mask != size - 1) throw std::invalid_argument("lag: histories of one length");
+                // history k is the input of position t - n + k: sample t - n - 1 + k; last is sample t - 1
+                rings[i].assign(size, 0.0);
+                for (int64_t k = 0; k < n_hist; ++k) {
+                    const int64_t cls = h.at(k);
+                    if (cls < 0 || cls >= d_.classes) throw std::invalid_argument("lag: history holds a non-class");
+                    rings[i][(t.at(i) - n_hist - 1 + k) & args.ring_mask] = companded(cls, d_.classes);
+                }
+                pitch_ptr[i] = static_cast<const double*>(p.data());
+            }
+        }
         std::vector<Row> rows(B);
         std::vector<char> used(capacity > 0 ? capacity : 0, 0);
         for (int64_t i = 0; i < B; ++i) {
             Row& row = rows[i];
             row = {i, slots.at(i), t.at(i), last.at(i), counts.at(i), seeds.at(i), temperatures.at(i), frame_ptr[i],
-                   frame_off[i]};
+                   frame_off[i], pitch_ptr[i], pitch_ptr[i] ? rings[i].data() : nullptr};
             if (row.slot < 0 || row.slot >= capacity || used[row.slot])
                 throw std::invalid_argument("slots: bad or repeated");
             used[row.slot] = 1;
@@ -302,6 +393,8 @@ class Engine {
         auto lg = aligned_zeros<float>(static_cast<size_t>(blk) * d.cp);
         auto scratch = aligned_zeros<double>(static_cast<size_t>(blk) * d.cp);
         auto cbuf = aligned_zeros<float>(round_up(2 * d.g, kLanes));
+        const size_t lag_stride = round_up(d.width, kLanes);
+        auto lagb = aligned_zeros<float>(args.lag_taps ? static_cast<size_t>(blk) * lag_stride : 0);
         const float *xp[kMaxRows], *zp[kMaxRows], *sp_[kMaxRows], *y1c[kMaxRows];
         float *xw[kMaxRows], *aw[kMaxRows], *zw[kMaxRows], *ow[kMaxRows], *y1w[kMaxRows];
         const float* lw[kMaxRows];
@@ -325,6 +418,12 @@ class Engine {
                 for (int r = 0; r < nr; ++r) {
                     copy_floats(h.get() + r * d.rp, embed_.get() + block[r].last * d.r, d.r);
                     std::memset(skip.get() + r * d.sp, 0, sizeof(float) * d.sp);
+                    if (block[r].pitch) {  // this step's input joins the ring, then the taps read back from it
+                        const int64_t p = block[r].t;
+                        block[r].ring[(p - 1) & args.ring_mask] = companded(block[r].last, d.classes);
+                        lag_bias(lagb.get() + r * lag_stride, bias_at(args, block[r].index, i), block[r], p, args,
+                                 d.width);
+                    }
                 }
                 for (int l = 0; l < d.layers; ++l) {
                     const int64_t dil = args.dilation[l];
@@ -345,7 +444,8 @@ class Engine {
                     }
                     matvec(gate_[l], nr, xp, aw);
                     for (int r = 0; r < nr; ++r) {
-                        const float* cb = bias_at(args, block[r].index, i) + l * 2 * d.g;
+                        const float* cb = (block[r].pitch ? lagb.get() + r * lag_stride
+                                                          : bias_at(args, block[r].index, i)) + l * 2 * d.g;
                         if (block[r].frames) {  // interpolate between the frames either side, then the constant
                             const int64_t p = block[r].t, f = p / args.hop - block[r].frame_offset;
                             const float alpha = static_cast<float>(p % args.hop) / static_cast<float>(args.hop);
@@ -387,6 +487,9 @@ class Engine {
 
     Dims d_{};
     bool bf16_ = false;
+    int lag_taps_ = 0;
+    std::vector<float> lag_weight_;
+    double sample_rate_ = 0.0;
     std::vector<int64_t> dilations_;
     std::unique_ptr<float[], FreeDeleter> embed_;
     std::vector<Matrix> gate_, out_;
@@ -461,6 +564,6 @@ PYBIND11_MODULE(ENGINE_MODULE, m) {
         .def("run", &Engine::run, py::arg("queues"), py::arg("slots"), py::arg("t"), py::arg("last"),
              py::arg("counts"), py::arg("bias"), py::arg("seeds"), py::arg("temperatures"), py::arg("threads") = 1,
              py::arg("logits") = py::none(), py::arg("frames") = py::none(), py::arg("frame_offsets") = py::none(),
-             py::arg("hop") = 0)
+             py::arg("hop") = 0, py::arg("lag") = py::none())
         .def("info", &Engine::info);
 }
