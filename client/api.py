@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -28,6 +28,15 @@ class Chunk:
     first_sample: int
     audio: np.ndarray
     summary: pb.Summary | None  # on the last chunk only
+
+
+class Pitched(NamedTuple):
+    """A block of frames with the caller's pitch, for a model whose ModelInfo has `pitch`: F0 in Hz per frame (at
+    the frame's first sample; 0 where unvoiced) and, optionally, periodicity in [0, 1] per frame."""
+
+    frames: np.ndarray
+    f0_hz: np.ndarray
+    periodicity: np.ndarray | None = None
 
 
 class WaveNetClient:
@@ -91,12 +100,13 @@ class WaveNetClient:
                                 if field == "features" else ""))
         return self._chunks(lambda: self.stub.Generate(request, timeout=self.timeout, metadata=self.metadata))
 
-    def synthesize(self, frames: Iterable[np.ndarray], *, model: str = "", speaker: int | None = None,
+    def synthesize(self, frames: Iterable[np.ndarray | Pitched], *, model: str = "", speaker: int | None = None,
                    temperature: float | None = None, seed: int | None = None, seconds: float | None = None,
                    chunk_samples: int = 0) -> Iterator[Chunk]:
         """Live vocoding: blocks of (n, channels) frames go out as they come, audio comes back as it is made.
 
-        Blocks of any length: empty ones are skipped, long ones are split to fit the message limit. An exception
+        Blocks of any length: empty ones are skipped, long ones are split to fit the message limit. A block may
+        carry the caller's pitch (Pitched), for a model that takes it. An exception
         from `frames` (the front end failing) cancels the call and is raised to the caller, with the call's
         status as its cause.
         """
@@ -108,8 +118,8 @@ class WaveNetClient:
             yield pb.SynthesizeRequest(config=config)
             try:
                 for block in frames:
-                    for piece in message_pieces(frame_array(block, "frames"), self.max_message_bytes):
-                        yield pb.SynthesizeRequest(frames=frames_message(piece))
+                    for message in block_messages(block, self.max_message_bytes):
+                        yield pb.SynthesizeRequest(frames=message)
             except Exception as exc:  # gRPC logs it and cancels the call: keep it for the caller
                 failed.append(exc)
                 raise
@@ -170,8 +180,35 @@ def frame_array(frames: np.ndarray, field: str) -> np.ndarray:
     return frames
 
 
-def frames_message(frames: np.ndarray) -> pb.FeatureFrames:
-    return pb.FeatureFrames(values=frames.ravel().tolist(), num_frames=len(frames))
+def frames_message(frames: np.ndarray, f0_hz: np.ndarray | None = None,
+                   periodicity: np.ndarray | None = None) -> pb.FeatureFrames:
+    return pb.FeatureFrames(values=frames.ravel().tolist(), num_frames=len(frames),
+                            f0_hz=[] if f0_hz is None else f0_hz.tolist(),
+                            periodicity=[] if periodicity is None else periodicity.tolist())
+
+
+def block_messages(block: np.ndarray | Pitched, max_message_bytes: int) -> Iterator[pb.FeatureFrames]:
+    """A block of frames (with the caller's pitch or not) as FeatureFrames messages that fit the message limit;
+    ValueError naming the field for arrays of the wrong shape."""
+    frames = frame_array(block.frames if isinstance(block, Pitched) else block, "frames")
+    f0 = periodicity = None
+    if isinstance(block, Pitched):
+        f0 = per_frame(block.f0_hz, len(frames), "f0_hz")
+        periodicity = None if block.periodicity is None else per_frame(block.periodicity, len(frames), "periodicity")
+    start = 0
+    for piece in message_pieces(frames, max_message_bytes):
+        end = start + len(piece)
+        yield frames_message(piece, None if f0 is None else f0[start:end],
+                             None if periodicity is None else periodicity[start:end])
+        start = end
+
+
+def per_frame(values: np.ndarray, n_frames: int, field: str) -> np.ndarray:
+    """One float32 value per frame; ValueError naming field for any other count."""
+    values = np.asarray(values, np.float32).reshape(-1)
+    if len(values) != n_frames:
+        raise ValueError(f"{field}: {len(values)} values for {n_frames} frames")
+    return values
 
 
 def message_pieces(block: np.ndarray, max_message_bytes: int) -> Iterator[np.ndarray]:

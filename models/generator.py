@@ -61,8 +61,9 @@ class FrameBuffer:
     """A stream's raw feature frames: appended at the end, dropped from the front, each frame copied O(1) times on
     average (a client may send frames far ahead of generation)."""
 
-    def __init__(self, n_mels: int):
+    def __init__(self, n_mels: int, fill: float = 0.0):
         self._data = np.zeros((0, n_mels), np.float32)
+        self.fill = fill  # what window() gives for frames not received
         self._start = 0  # row of the first kept frame in _data
         self.offset = 0  # index of the first kept frame in the stream's frame sequence
         self.received = 0  # frames appended so far
@@ -79,9 +80,10 @@ class FrameBuffer:
         self.received += len(frames)
 
     def window(self, lo: int, hi: int) -> np.ndarray:
-        """(hi - lo, n_mels) frames lo..hi-1 of the stream, zero where none was received (before 0, past the end)."""
+        """(hi - lo, n_mels) frames lo..hi-1 of the stream, `fill` where none was received (before 0, past the
+        end)."""
         assert max(lo, 0) >= self.offset, "frames already dropped"
-        out = np.zeros((hi - lo, self._data.shape[1]), np.float32)
+        out = np.full((hi - lo, self._data.shape[1]), self.fill, np.float32)
         src_lo, src_hi = max(lo, 0), min(hi, self.received)
         if src_hi > src_lo:
             start = self._start + src_lo - self.offset
@@ -110,6 +112,8 @@ class StreamState:
     frame_bias: torch.Tensor | None = None  # (kept cond frames, width) per-frame gate biases
     pitch: np.ndarray | None = None  # (kept cond frames, 3) float64 F0, periodicity, phase (models with pitch input)
     history: np.ndarray | None = None  # the last inputs before position t, for pitch-lag taps (silence before 0)
+    given_pitch: FrameBuffer | None = None  # models with pitch input: a caller's F0 and periodicity per frame (NaN:
+    # not given), from the first frame not yet made into pitch rows
     frame_bias_offset: int = 0  # the frame of frame_bias's (and pitch's) first row
     cond_count: int = 0  # per-frame gate biases computed so far: only as far as generation has needed
     constant_bias: torch.Tensor | None = None  # (width,) speaker (+ free-running) bias
@@ -159,6 +163,8 @@ class Generator:
         state = StreamState(config=config, slot=slot, seed_audio=seed, last=silence(self.cfg.classes))
         if self._history and config.features:
             state.history = np.full(self._history, silence(self.cfg.classes), np.int64)
+        if pitch_inputs(self.cfg) and config.features:
+            state.given_pitch = FrameBuffer(2, fill=np.nan)
         prime = 0 if seed is None else len(seed)
         if config.length is not None:
             state.end = prime + config.length
@@ -178,15 +184,27 @@ class Generator:
         state = self.streams.pop(sid)
         self._free_slots.append(state.slot)
 
-    def push_frames(self, sid: int, frames: np.ndarray) -> None:
-        """Append (n, n_mels) feature frames to a features stream."""
+    def push_frames(self, sid: int, frames: np.ndarray, given_pitch: np.ndarray | None = None) -> None:
+        """Append (n, n_mels) feature frames to a features stream; given_pitch: for a model with pitch input,
+        (n, 2) F0 in Hz (0: unvoiced) and periodicity of each frame, NaN where not given (models.pitch.with_given),
+        in place of those the model predicts from the frames."""
         state = self.streams[sid]
         if not state.config.features:
             raise ValueError("stream was opened without features")
         if state.ended:
             raise ValueError("frames after end of input")
         assert self.cfg.mel is not None
-        state.frames.append(np.asarray(frames, np.float32).reshape(-1, self.cfg.mel.n_mels))
+        frames = np.asarray(frames, np.float32).reshape(-1, self.cfg.mel.n_mels)
+        if given_pitch is not None:
+            if state.given_pitch is None:
+                raise ValueError("this model takes no pitch input")
+            given_pitch = np.asarray(given_pitch, np.float32)
+            if given_pitch.shape != (len(frames), 2):
+                raise ValueError(f"given pitch: expected shape ({len(frames)}, 2), got {given_pitch.shape}")
+        if state.given_pitch is not None:
+            state.given_pitch.append(np.full((len(frames), 2), np.nan, np.float32) if given_pitch is None
+                                     else given_pitch)
+        state.frames.append(frames)
 
     def end_frames(self, sid: int) -> None:
         """No more frames: the stream can generate to the end of the frames it has."""
@@ -455,14 +473,19 @@ class Generator:
                 self._extend_pitch(state, pitch_rows[state.cond_count - block : stop - block])
             state.cond_count = stop
         state.frames.drop_before(state.cond_count // COND_BLOCK * COND_BLOCK - left)  # the next block reads on
+        if state.given_pitch is not None:
+            state.given_pitch.drop_before(state.cond_count)
 
     def _extend_pitch(self, state: StreamState, rows: np.ndarray) -> None:
-        """Append predicted (n, 2) pitch rows, with their phases running on from the stream's last row."""
-        assert self.cfg.mel is not None
+        """Append the pitch rows of frames cond_count.. from the (n, 2) predicted ones and what the caller gave,
+        with their phases running on from the stream's last row."""
+        assert self.cfg.mel is not None and state.given_pitch is not None
         previous = None if state.pitch is None or not len(state.pitch) else (state.pitch[-1, 0], state.pitch[-1, 2])
-        f0 = rows[:, 0].astype(np.float64)
+        given = state.given_pitch.window(state.cond_count, state.cond_count + len(rows))
+        held = pitch.with_given(rows, given, pitch.HOLD_F0 if previous is None else previous[0])
+        f0 = held[:, 0]
         phases = pitch.extend_phases(previous, f0, self.cfg.mel.hop, self.cfg.sample_rate)
-        new = np.stack([f0, rows[:, 1].astype(np.float64), phases], axis=1)
+        new = np.stack([f0, held[:, 1], phases], axis=1)
         state.pitch = new if state.pitch is None else np.concatenate([state.pitch, new])
 
     def _trim(self, state: StreamState) -> None:

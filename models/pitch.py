@@ -52,6 +52,19 @@ def hold_unvoiced(f0: np.ndarray, last: float = HOLD_F0) -> np.ndarray:
     return np.clip(held, F0_MIN, F0_MAX).astype(np.float64)
 
 
+def with_given(predicted: np.ndarray, given: np.ndarray, last: float = HOLD_F0) -> np.ndarray:
+    """(n, 2) float64 pitch rows, F0 held (hold_unvoiced, after `last`) and periodicity: the predicted rows, (n, 2),
+    where `given` (n, 2), a caller's F0 (0: unvoiced) and periodicity, is NaN, else the caller's. A given F0 with a
+    NaN periodicity keeps the predicted periodicity where voiced and has 0 where unvoiced."""
+    predicted, given = np.asarray(predicted, np.float64), np.asarray(given, np.float64)
+    f0_given, per_given = given[:, 0], given[:, 1]
+    has = ~np.isnan(f0_given)
+    voiced_default = np.where(f0_given > 0, predicted[:, 1], 0.0)
+    periodicity = np.where(has, np.where(np.isnan(per_given), voiced_default, per_given), predicted[:, 1])
+    f0 = hold_unvoiced(np.where(has, f0_given, predicted[:, 0]), last)
+    return np.stack([f0, periodicity], axis=1)
+
+
 def row_phases(f0: np.ndarray, hop: int, sample_rate: int) -> np.ndarray:
     """(n,) phase at samples 0, hop, ..., (n - 1) * hop of n held F0 rows, starting at 0."""
     return extend_phases(None, f0, hop, sample_rate)

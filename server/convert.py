@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from models import emphasis
+from models import emphasis, pitch
 from models.features import MelSpec
 from models.generator import StreamConfig, frames_cover_prime
-from models.wavenet import TEMPERATURE, WaveNetConfig, lookahead_frames, receptive_field
+from models.wavenet import TEMPERATURE, WaveNetConfig, lookahead_frames, pitch_inputs, receptive_field
 from server.settings import DEFAULT_CHUNK_SECONDS, MIN_CHUNK_SECONDS, Limits
 from wavenet.codec import (
     BYTES_PER_SAMPLE,
@@ -35,6 +35,7 @@ class Request:
     prime: np.ndarray | None  # classes
     prime_last: float  # the prime's last sample (0.0 without one): where the output filter starts
     frames: np.ndarray | None  # (n, channels), given whole
+    pitch: np.ndarray | None  # (n, 2) F0 and periodicity the caller gave with them (NaN where not), or None
     encoding: Encoding
     chunk_samples: int
 
@@ -73,7 +74,45 @@ def model_info(name: str, cfg: WaveNetConfig, speakers: list[str], temperature: 
     )
     if cfg.mel is not None:
         info.features.CopyFrom(feature_spec(cfg.mel, lookahead_frames(cfg)))
+    if takes_pitch(cfg):
+        info.pitch.CopyFrom(pb.PitchSpec(f0_min_hz=pitch.F0_MIN, f0_max_hz=pitch.F0_MAX, description=PITCH_DESCRIPTION))
     return info
+
+
+PITCH_DESCRIPTION = (f"f0_hz at sample i x hop as Praat's autocorrelation tracker (to_pitch_ac, {pitch.F0_MIN:g}-"
+                     f"{pitch.F0_MAX:g} Hz) measures it, 0 where it finds no pitch; periodicity its strength there; "
+                     "an unvoiced frame holds the last voiced F0, as in training")
+
+
+def takes_pitch(cfg: WaveNetConfig) -> bool:
+    return cfg.mel is not None and pitch_inputs(cfg) > 0
+
+
+def pitch_of(message: pb.FeatureFrames, cfg: WaveNetConfig, field: str) -> np.ndarray | None:
+    """The (num_frames, 2) float32 F0 and periodicity a FeatureFrames message gives (NaN periodicity where only F0
+    is given), or None when it gives neither; checked against the model and the message's frames."""
+    if not message.f0_hz and not message.periodicity:
+        return None
+    if not takes_pitch(cfg):
+        raise InvalidField(f"{field}.f0_hz", "this model takes no pitch input (its ModelInfo has no pitch)")
+    if len(message.f0_hz) != message.num_frames:
+        raise InvalidField(f"{field}.f0_hz", f"{len(message.f0_hz)} values for {message.num_frames} frames: give "
+                                              "one per frame")
+    f0 = np.asarray(message.f0_hz, np.float32)
+    voiced = f0 != 0
+    if not np.all(np.isfinite(f0)) or np.any(voiced & ((f0 < pitch.F0_MIN) | (f0 > pitch.F0_MAX))):
+        bad = f0[~np.isfinite(f0) | (voiced & ((f0 < pitch.F0_MIN) | (f0 > pitch.F0_MAX)))][0]
+        raise InvalidField(f"{field}.f0_hz", f"{bad:g} is neither 0 (unvoiced) nor within [{pitch.F0_MIN:g}, "
+                                              f"{pitch.F0_MAX:g}] Hz")
+    periodicity = np.full(len(f0), np.nan, np.float32)
+    if message.periodicity:
+        if len(message.periodicity) != message.num_frames:
+            raise InvalidField(f"{field}.periodicity", f"{len(message.periodicity)} values for "
+                                                        f"{message.num_frames} frames: give one per frame, or none")
+        periodicity = np.asarray(message.periodicity, np.float32)
+        if not np.all(np.isfinite(periodicity) & (periodicity >= 0) & (periodicity <= 1)):
+            raise InvalidField(f"{field}.periodicity", "must be within [0, 1]")
+    return np.stack([f0, periodicity], axis=1)
 
 
 def length_in_samples(request: pb.GenerateRequest, sample_rate: int, limits: Limits, prefix: str) -> int | None:
@@ -137,11 +176,12 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
     encoding = encoding_of(request.encoding, f"{prefix}encoding")
     chunk = chunk_samples(request, cfg.sample_rate, limits, encoding, f"{prefix}chunk_samples")
     length = length_in_samples(request, cfg.sample_rate, limits, prefix)
-    frames = None
+    frames, given_pitch = None, None
     if request.HasField("features"):
         if streamed:
             raise InvalidField(f"{prefix}features", "send frames in the messages after the config")
         frames = frames_of(request.features, cfg.mel, frame_limit(limits, cfg.mel), f"{prefix}features")
+        given_pitch = pitch_of(request.features, cfg, f"{prefix}features")
     elif length is None and not streamed:
         raise InvalidField(f"{prefix}length", "give seconds or samples (or features to vocode)")
     uses_features = frames is not None or streamed
@@ -160,5 +200,5 @@ def validate(request: pb.GenerateRequest, cfg: WaveNetConfig, limits: Limits, st
         if not frames_cover_prime(len(frames), cfg.mel.hop, len(prime)):
             raise InvalidField(f"{prefix}prime", "the prime must be shorter than the audio the features cover")
     stream = StreamConfig(speaker=speaker, temperature=temperature, seed=seed, length=length, features=uses_features)
-    return Request(stream=stream, prime=prime, prime_last=prime_last, frames=frames, encoding=encoding,
-                   chunk_samples=chunk)
+    return Request(stream=stream, prime=prime, prime_last=prime_last, frames=frames, pitch=given_pitch,
+                   encoding=encoding, chunk_samples=chunk)

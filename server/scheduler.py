@@ -93,9 +93,9 @@ class Scheduler:
         self._wake.set()
         return stream
 
-    async def push_frames(self, stream: Stream, frames: np.ndarray) -> None:
+    async def push_frames(self, stream: Stream, frames: np.ndarray, given_pitch: np.ndarray | None = None) -> None:
         async with self._lock:
-            self.generator.push_frames(stream.sid, frames)
+            self.generator.push_frames(stream.sid, frames, given_pitch)
         stream.starved = False
         self._wake.set()
 

@@ -170,7 +170,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             watchdog: asyncio.Task[None] | None = None
             try:
                 if req.frames is not None:
-                    await model.scheduler.push_frames(stream, req.frames)
+                    await model.scheduler.push_frames(stream, req.frames, req.pitch)
                     await model.scheduler.end_frames(stream)
                 if feed is not None:
                     prime_samples = 0 if req.prime is None else len(req.prime)
@@ -283,8 +283,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                                            f"{message.frames.num_frames} more exceed the limit of {limit} frames "
                                            "per call (the server's --max-frames, and --max-seconds of audio)")
                     frames = frames_of(message.frames, model.cfg.mel, limit, "frames")
+                    given_pitch = convert.pitch_of(message.frames, model.cfg, "frames")
                     received += len(frames)
-                    await model.scheduler.push_frames(stream, frames)
+                    await model.scheduler.push_frames(stream, frames, given_pitch)
                 elif kind == "end":
                     ended = True
                     await end()

@@ -37,13 +37,14 @@ def stream_configs(model: WaveNet, features: bool) -> list[StreamConfig]:
     ]
 
 
-def open_all(gen: Generator, configs: list[StreamConfig], frames: np.ndarray | None) -> list[int]:
+def open_all(gen: Generator, configs: list[StreamConfig], frames: np.ndarray | None,
+             given_pitch: np.ndarray | None = None) -> list[int]:
     sids = []
     for config in configs:
         sid = gen.open(config)
         if config.features:
             assert frames is not None
-            gen.push_frames(sid, frames)
+            gen.push_frames(sid, frames, given_pitch)
             gen.end_frames(sid)
         sids.append(sid)
     return sids
@@ -129,14 +130,15 @@ def test_fp32_samples_equal_reference(model: WaveNet, variant: str, features: bo
 
 
 def off_the_reference(model: WaveNet, config: StreamConfig, frames: np.ndarray | None,
-                      history: np.ndarray, prime: np.ndarray | None = None) -> list[int]:
+                      history: np.ndarray, prime: np.ndarray | None = None,
+                      given_pitch: np.ndarray | None = None) -> list[int]:
     """The steps at which one stream's classes are not what the reference generator, teacher-forced on those
     classes, picks with the stream's seed and temperature, other than by float rounding: a neighbouring class,
     with the stream's draw within 3e-5 of the CDF boundary between the two (fp32 logits agree to 1e-5 here at
     worst; the reference alone can land either side, its products rounding differently at another batch size).
     A stream primed from `prime` is checked on its generated classes, the reference stepped through the prime."""
     gen = Generator(model)
-    (sid,) = open_all(gen, [config], frames)
+    (sid,) = open_all(gen, [config], frames, given_pitch)
     before = np.zeros(0, np.int64) if prime is None else prime
     full = np.concatenate([before, history])
     inputs = np.concatenate([[SILENCE], full[:-1]])
@@ -228,6 +230,22 @@ def test_seeded_stream_is_identical_alone_and_in_a_changing_batch(variant: str, 
 
     got = generate_in_changing_batch(make(), config, frames, others=11, joins={2: 5, 5: 5})
     assert np.array_equal(got, expected)
+
+
+def test_the_engines_lag_taps_follow_a_callers_pitch(variant: str) -> None:
+    model = tiny_model("lag")
+    assert model.cfg.mel is not None
+    frames = random_frames(30, model.cfg.mel.n_mels)
+    f0 = np.where(np.arange(30) % 8 < 5, 70.0 + 9 * np.arange(30), 0.0)
+    given = np.stack([f0, np.full(30, 0.9)], axis=1).astype(np.float32)
+    config = StreamConfig(speaker=1, features=True, seed=11, temperature=0.9)
+    outs = []
+    for pitch_given in (given, None):
+        gen = FastGenerator(model, "fp32", variant=variant)
+        (sid,) = open_all(gen, [config], frames, pitch_given)
+        outs.append(generate_all(gen, [sid], chunk=97)[sid])
+    assert off_the_reference(model, config, frames, outs[0], given_pitch=given) == []
+    assert not np.array_equal(outs[0], outs[1])
 
 
 def test_reference_and_fast_share_the_queue_bank(variant: str) -> None:

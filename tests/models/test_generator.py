@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from models import pitch
 from models.generator import Generator, StreamConfig
 from models.mulaw import SILENCE, silence
 from models.wavenet import GateBias, WaveNet, WaveNetConfig, pad_frames, pitch_inputs, receptive_field
@@ -256,3 +257,51 @@ def test_a_long_prime_runs_over_its_last_receptive_field_only(monkeypatch: pytes
     gen.end_frames(sid)
     gen.generate(10)
     assert lengths == [lengths[0]] and lengths[0] < receptive_field(cfg) + cfg.mel.hop
+
+
+def pitched_audio(gen: Generator, frames: np.ndarray, given: np.ndarray | None, block: int) -> np.ndarray:
+    """A seeded stream's classes, its frames (and the caller's pitch, if any) pushed `block` frames at a time."""
+    sid = gen.open(StreamConfig(speaker=1, features=True, seed=7, temperature=0.9))
+    for i in range(0, len(frames), block):
+        gen.push_frames(sid, frames[i : i + block], None if given is None else given[i : i + block])
+    gen.end_frames(sid)
+    return generate_all(gen, sid)
+
+
+@pytest.mark.parametrize("name", ["pitch", "lag"])
+def test_a_callers_pitch_is_what_the_stream_follows(name: str) -> None:
+    model = tiny_model(name)
+    assert model.cfg.mel is not None
+    frames = random_frames(40, model.cfg.mel.n_mels)
+    given = np.stack([np.where(np.arange(40) % 10 < 6, 90.0 + 5 * np.arange(40), 0.0),
+                      np.full(40, np.nan)], axis=1).astype(np.float32)
+    given[5, 1] = 0.4
+    gen = Generator(model)
+    sid = gen.open(StreamConfig(speaker=1, features=True))
+    gen.push_frames(sid, frames[:20], given[:20])
+    gen.push_frames(sid, frames[20:])  # the rest without: predicted
+    gen.end_frames(sid)
+    gen._condition(gen.streams[sid], 40 * model.cfg.mel.hop)  # the pitch rows of every frame, made at once
+    rows = gen.streams[sid].pitch
+    assert rows is not None
+    held = pitch.hold_unvoiced(given[:20, 0].astype(np.float64))
+    assert np.array_equal(rows[:20, 0], held)  # the caller's F0, unvoiced frames holding the last voiced one
+    assert rows[5, 1] == np.float32(0.4) and np.all(rows[:20, 1][given[:20, 0] == 0] == 0)
+    alone = Generator(model)
+    other = alone.open(StreamConfig(speaker=1, features=True))
+    alone.push_frames(other, frames)
+    alone.end_frames(other)
+    alone._condition(alone.streams[other], 40 * model.cfg.mel.hop)
+    predicted = alone.streams[other].pitch
+    assert predicted is not None
+    assert np.array_equal(rows[20:, :2], predicted[20:, :2])  # frames sent without: the model's own prediction
+    assert not np.array_equal(rows[:20, :2], predicted[:20, :2])
+
+    one_block = pitched_audio(Generator(model), frames, given, 40)
+    assert np.array_equal(pitched_audio(Generator(model), frames, given, 3), one_block)  # however it arrives
+    assert not np.array_equal(pitched_audio(Generator(model), frames, None, 40), one_block)
+    with pytest.raises(ValueError, match="given pitch"):
+        gen.push_frames(gen.open(StreamConfig(features=True)), frames[:4], given[:3])
+    plain = Generator(tiny_model("both"))
+    with pytest.raises(ValueError, match="no pitch input"):
+        plain.push_frames(plain.open(StreamConfig(features=True)), random_frames(4, 8), given[:4])

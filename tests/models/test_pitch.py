@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from models import pitch
@@ -143,3 +144,15 @@ def test_lag_taps_read_only_samples_at_least_lag_reach_back() -> None:
     changed[farthest + position - nearest + 1 :] += 1.0  # samples position - nearest + 1 onwards
     after = pitch.lag_taps(changed, -farthest, rows, np.ones_like(rows), HOP, RATE, taps, position, 1)
     assert np.array_equal(before, after)
+
+
+def test_a_callers_pitch_replaces_the_prediction_frame_by_frame() -> None:
+    predicted = np.array([[110.0, 0.9], [120.0, 0.8], [130.0, 0.7], [140.0, 0.6], [150.0, 0.5]])
+    nan = np.nan
+    given = np.array([[nan, nan], [200.0, nan], [0.0, nan], [0.0, 0.3], [250.0, 0.95]])
+    rows = pitch.with_given(predicted, given, last=100.0)
+    # not given: the prediction; F0 alone: the predicted periodicity where voiced, 0 where not; unvoiced rows hold
+    assert rows.tolist() == [[110.0, 0.9], [200.0, 0.8], [200.0, 0.0], [200.0, pytest.approx(0.3)],
+                             [250.0, pytest.approx(0.95)]]
+    assert pitch.with_given(predicted[:1], np.array([[0.0, nan]]), last=100.0).tolist() == [[100.0, 0.0]]
+    assert np.array_equal(pitch.with_given(predicted, np.full((5, 2), nan)), predicted)

@@ -167,7 +167,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(model_path: Path) -> None:
 def test_a_failure_reading_synthesize_input_ends_that_call_with_internal(own_server: RunningServer) -> None:
     scheduler = own_server.models["tiny"].scheduler
 
-    async def broken(stream: object, frames: np.ndarray) -> None:
+    async def broken(stream: object, frames: np.ndarray, given_pitch: np.ndarray | None) -> None:
         raise RuntimeError("injected input fault")
 
     scheduler.push_frames = broken  # type: ignore[method-assign]

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wavenet/v1/wavenet.proto\x12\nwavenet.v1\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.wavenet.v1.ModelInfo\"\xae\x01\n\x0b\x46\x65\x61tureSpec\x12\x10\n\x08\x63hannels\x18\x01 \x01(\r\x12\x0b\n\x03hop\x18\x02 \x01(\r\x12\x18\n\x10lookahead_frames\x18\x03 \x01(\r\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x0e\n\x06window\x18\x05 \x01(\r\x12\x10\n\x08\x66\x66t_size\x18\x06 \x01(\r\x12\x0c\n\x04\x66min\x18\x07 \x01(\x02\x12\x0c\n\x04\x66max\x18\x08 \x01(\x02\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\"\xc8\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x0f\n\x07\x63lasses\x18\x03 \x01(\r\x12\x17\n\x0freceptive_field\x18\x04 \x01(\r\x12\x10\n\x08speakers\x18\x05 \x03(\t\x12)\n\x08\x66\x65\x61tures\x18\x06 \x01(\x0b\x32\x17.wavenet.v1.FeatureSpec\x12\x14\n\x0c\x66ree_running\x18\x07 \x01(\x08\x12\x1b\n\x13\x64\x65\x66\x61ult_temperature\x18\x08 \x01(\x02\"\xcb\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x07speaker\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x11\n\x07seconds\x18\x03 \x01(\x02H\x00\x12\x11\n\x07samples\x18\x04 \x01(\x04H\x00\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x12+\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x19.wavenet.v1.AudioEncoding\x12\x15\n\rchunk_samples\x18\x08 \x01(\r\x12 \n\x05prime\x18\t \x01(\x0b\x32\x11.wavenet.v1.Audio\x12+\n\x08\x66\x65\x61tures\x18\n \x01(\x0b\x32\x19.wavenet.v1.FeatureFramesB\x08\n\x06lengthB\n\n\x08_speakerB\x0e\n\x0c_temperatureB\x07\n\x05_seed\"B\n\x05\x41udio\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.wavenet.v1.AudioEncoding\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"3\n\rFeatureFrames\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x12\n\nnum_frames\x18\x02 \x01(\r\"\x0c\n\nEndOfInput\"\x9e\x01\n\x11SynthesizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.wavenet.v1.GenerateRequestH\x00\x12+\n\x06\x66rames\x18\x02 \x01(\x0b\x32\x19.wavenet.v1.FeatureFramesH\x00\x12%\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.wavenet.v1.EndOfInputH\x00\x42\x06\n\x04kind\"\xab\x01\n\nAudioChunk\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_sample\x18\x02 \x01(\x04\x12\x13\n\x0bnum_samples\x18\x03 \x01(\r\x12+\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x19.wavenet.v1.AudioEncoding\x12\r\n\x05\x61udio\x18\x05 \x01(\x0c\x12$\n\x07summary\x18\x06 \x01(\x0b\x32\x13.wavenet.v1.Summary\"\x91\x01\n\x07Summary\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\x14\n\x0cwall_seconds\x18\x02 \x01(\x01\x12\x18\n\x10real_time_factor\x18\x03 \x01(\x01\x12#\n\x1btime_to_first_audio_seconds\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\t*S\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\t\n\x05PCM16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\n\n\x06MULAW8\x10\x03\x32\xe2\x01\n\x07WaveNet\x12K\n\nListModels\x12\x1d.wavenet.v1.ListModelsRequest\x1a\x1e.wavenet.v1.ListModelsResponse\x12\x41\n\x08Generate\x12\x1b.wavenet.v1.GenerateRequest\x1a\x16.wavenet.v1.AudioChunk0\x01\x12G\n\nSynthesize\x12\x1d.wavenet.v1.SynthesizeRequest\x1a\x16.wavenet.v1.AudioChunk(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wavenet/v1/wavenet.proto\x12\nwavenet.v1\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.wavenet.v1.ModelInfo\"\xae\x01\n\x0b\x46\x65\x61tureSpec\x12\x10\n\x08\x63hannels\x18\x01 \x01(\r\x12\x0b\n\x03hop\x18\x02 \x01(\r\x12\x18\n\x10lookahead_frames\x18\x03 \x01(\r\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x0e\n\x06window\x18\x05 \x01(\r\x12\x10\n\x08\x66\x66t_size\x18\x06 \x01(\r\x12\x0c\n\x04\x66min\x18\x07 \x01(\x02\x12\x0c\n\x04\x66max\x18\x08 \x01(\x02\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\"\xee\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x0f\n\x07\x63lasses\x18\x03 \x01(\r\x12\x17\n\x0freceptive_field\x18\x04 \x01(\r\x12\x10\n\x08speakers\x18\x05 \x03(\t\x12)\n\x08\x66\x65\x61tures\x18\x06 \x01(\x0b\x32\x17.wavenet.v1.FeatureSpec\x12\x14\n\x0c\x66ree_running\x18\x07 \x01(\x08\x12\x1b\n\x13\x64\x65\x66\x61ult_temperature\x18\x08 \x01(\x02\x12$\n\x05pitch\x18\t \x01(\x0b\x32\x15.wavenet.v1.PitchSpec\"F\n\tPitchSpec\x12\x11\n\tf0_min_hz\x18\x01 \x01(\x02\x12\x11\n\tf0_max_hz\x18\x02 \x01(\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\xcb\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x07speaker\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x11\n\x07seconds\x18\x03 \x01(\x02H\x00\x12\x11\n\x07samples\x18\x04 \x01(\x04H\x00\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x12+\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x19.wavenet.v1.AudioEncoding\x12\x15\n\rchunk_samples\x18\x08 \x01(\r\x12 \n\x05prime\x18\t \x01(\x0b\x32\x11.wavenet.v1.Audio\x12+\n\x08\x66\x65\x61tures\x18\n \x01(\x0b\x32\x19.wavenet.v1.FeatureFramesB\x08\n\x06lengthB\n\n\x08_speakerB\x0e\n\x0c_temperatureB\x07\n\x05_seed\"B\n\x05\x41udio\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.wavenet.v1.AudioEncoding\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"W\n\rFeatureFrames\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x12\n\nnum_frames\x18\x02 \x01(\r\x12\r\n\x05\x66\x30_hz\x18\x03 \x03(\x02\x12\x13\n\x0bperiodicity\x18\x04 \x03(\x02\"\x0c\n\nEndOfInput\"\x9e\x01\n\x11SynthesizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.wavenet.v1.GenerateRequestH\x00\x12+\n\x06\x66rames\x18\x02 \x01(\x0b\x32\x19.wavenet.v1.FeatureFramesH\x00\x12%\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.wavenet.v1.EndOfInputH\x00\x42\x06\n\x04kind\"\xab\x01\n\nAudioChunk\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x14\n\x0c\x66irst_sample\x18\x02 \x01(\x04\x12\x13\n\x0bnum_samples\x18\x03 \x01(\r\x12+\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x19.wavenet.v1.AudioEncoding\x12\r\n\x05\x61udio\x18\x05 \x01(\x0c\x12$\n\x07summary\x18\x06 \x01(\x0b\x32\x13.wavenet.v1.Summary\"\x91\x01\n\x07Summary\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\x14\n\x0cwall_seconds\x18\x02 \x01(\x01\x12\x18\n\x10real_time_factor\x18\x03 \x01(\x01\x12#\n\x1btime_to_first_audio_seconds\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\t*S\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\t\n\x05PCM16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\n\n\x06MULAW8\x10\x03\x32\xe2\x01\n\x07WaveNet\x12K\n\nListModels\x12\x1d.wavenet.v1.ListModelsRequest\x1a\x1e.wavenet.v1.ListModelsResponse\x12\x41\n\x08Generate\x12\x1b.wavenet.v1.GenerateRequest\x1a\x16.wavenet.v1.AudioChunk0\x01\x12G\n\nSynthesize\x12\x1d.wavenet.v1.SynthesizeRequest\x1a\x16.wavenet.v1.AudioChunk(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wavenet.v1.wavenet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1454
-  _globals['_AUDIOENCODING']._serialized_end=1537
+  _globals['_AUDIOENCODING']._serialized_start=1600
+  _globals['_AUDIOENCODING']._serialized_end=1683
   _globals['_LISTMODELSREQUEST']._serialized_start=40
   _globals['_LISTMODELSREQUEST']._serialized_end=59
   _globals['_LISTMODELSRESPONSE']._serialized_start=61
@@ -40,21 +40,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATURESPEC']._serialized_start=123
   _globals['_FEATURESPEC']._serialized_end=297
   _globals['_MODELINFO']._serialized_start=300
-  _globals['_MODELINFO']._serialized_end=500
-  _globals['_GENERATEREQUEST']._serialized_start=503
-  _globals['_GENERATEREQUEST']._serialized_end=834
-  _globals['_AUDIO']._serialized_start=836
-  _globals['_AUDIO']._serialized_end=902
-  _globals['_FEATUREFRAMES']._serialized_start=904
-  _globals['_FEATUREFRAMES']._serialized_end=955
-  _globals['_ENDOFINPUT']._serialized_start=957
-  _globals['_ENDOFINPUT']._serialized_end=969
-  _globals['_SYNTHESIZEREQUEST']._serialized_start=972
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=1130
-  _globals['_AUDIOCHUNK']._serialized_start=1133
-  _globals['_AUDIOCHUNK']._serialized_end=1304
-  _globals['_SUMMARY']._serialized_start=1307
-  _globals['_SUMMARY']._serialized_end=1452
-  _globals['_WAVENET']._serialized_start=1540
-  _globals['_WAVENET']._serialized_end=1766
+  _globals['_MODELINFO']._serialized_end=538
+  _globals['_PITCHSPEC']._serialized_start=540
+  _globals['_PITCHSPEC']._serialized_end=610
+  _globals['_GENERATEREQUEST']._serialized_start=613
+  _globals['_GENERATEREQUEST']._serialized_end=944
+  _globals['_AUDIO']._serialized_start=946
+  _globals['_AUDIO']._serialized_end=1012
+  _globals['_FEATUREFRAMES']._serialized_start=1014
+  _globals['_FEATUREFRAMES']._serialized_end=1101
+  _globals['_ENDOFINPUT']._serialized_start=1103
+  _globals['_ENDOFINPUT']._serialized_end=1115
+  _globals['_SYNTHESIZEREQUEST']._serialized_start=1118
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=1276
+  _globals['_AUDIOCHUNK']._serialized_start=1279
+  _globals['_AUDIOCHUNK']._serialized_end=1450
+  _globals['_SUMMARY']._serialized_start=1453
+  _globals['_SUMMARY']._serialized_end=1598
+  _globals['_WAVENET']._serialized_start=1686
+  _globals['_WAVENET']._serialized_end=1912
 # @@protoc_insertion_point(module_scope)

@@ -51,7 +51,7 @@ class FeatureSpec(_message.Message):
     def __init__(self, channels: _Optional[int] = ..., hop: _Optional[int] = ..., lookahead_frames: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window: _Optional[int] = ..., fft_size: _Optional[int] = ..., fmin: _Optional[float] = ..., fmax: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "sample_rate", "classes", "receptive_field", "speakers", "features", "free_running", "default_temperature")
+    __slots__ = ("name", "sample_rate", "classes", "receptive_field", "speakers", "features", "free_running", "default_temperature", "pitch")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class ModelInfo(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     FREE_RUNNING_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    PITCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     sample_rate: int
     classes: int
@@ -68,7 +69,18 @@ class ModelInfo(_message.Message):
     features: FeatureSpec
     free_running: bool
     default_temperature: float
-    def __init__(self, name: _Optional[str] = ..., sample_rate: _Optional[int] = ..., classes: _Optional[int] = ..., receptive_field: _Optional[int] = ..., speakers: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[FeatureSpec, _Mapping]] = ..., free_running: _Optional[bool] = ..., default_temperature: _Optional[float] = ...) -> None: ...
+    pitch: PitchSpec
+    def __init__(self, name: _Optional[str] = ..., sample_rate: _Optional[int] = ..., classes: _Optional[int] = ..., receptive_field: _Optional[int] = ..., speakers: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[FeatureSpec, _Mapping]] = ..., free_running: _Optional[bool] = ..., default_temperature: _Optional[float] = ..., pitch: _Optional[_Union[PitchSpec, _Mapping]] = ...) -> None: ...
+
+class PitchSpec(_message.Message):
+    __slots__ = ("f0_min_hz", "f0_max_hz", "description")
+    F0_MIN_HZ_FIELD_NUMBER: _ClassVar[int]
+    F0_MAX_HZ_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    f0_min_hz: float
+    f0_max_hz: float
+    description: str
+    def __init__(self, f0_min_hz: _Optional[float] = ..., f0_max_hz: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("model", "speaker", "seconds", "samples", "temperature", "seed", "encoding", "chunk_samples", "prime", "features")
@@ -103,12 +115,16 @@ class Audio(_message.Message):
     def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class FeatureFrames(_message.Message):
-    __slots__ = ("values", "num_frames")
+    __slots__ = ("values", "num_frames", "f0_hz", "periodicity")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    F0_HZ_FIELD_NUMBER: _ClassVar[int]
+    PERIODICITY_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     num_frames: int
-    def __init__(self, values: _Optional[_Iterable[float]] = ..., num_frames: _Optional[int] = ...) -> None: ...
+    f0_hz: _containers.RepeatedScalarFieldContainer[float]
+    periodicity: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., num_frames: _Optional[int] = ..., f0_hz: _Optional[_Iterable[float]] = ..., periodicity: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EndOfInput(_message.Message):
     __slots__ = ()
