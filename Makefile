@@ -18,7 +18,7 @@ serve: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy models server client wavenet/codec.py
+	$(VENV)/bin/mypy models server client wavenet
 	$(PY) -m pytest -q
 
 bench: setup

@@ -26,8 +26,8 @@ import numpy as np
 
 from bench.quality import METRICS, Clip, Pitch, griffin_lim, load_split, scores, vocode, yin
 from models.fast import engine_description, make_generator
-from models.features import MelSpec, log_mel
 from models.wavenet import checkpoint_temperature, load_checkpoint, read_checkpoint
+from wavenet.features import MelSpec, log_mel
 
 BOOTSTRAP = 4000  # resamples of the clips
 SEED_STRIDE = 100_000  # seed k of clip i is SEED + k * SEED_STRIDE + i

@@ -17,8 +17,8 @@ import torch
 
 from bench.engine_fast import measure, print_rows
 from models.generator import Generator, StreamConfig
-from models.mulaw import SILENCE
 from models.wavenet import WaveNet, WaveNetConfig, receptive_field
+from wavenet.mulaw import SILENCE
 
 DEFAULT = WaveNetConfig(speakers=5)  # the default model's shape
 

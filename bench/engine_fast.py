@@ -24,8 +24,8 @@ import torch
 
 from models.fast import VARIANTS, FastGenerator, engine_module
 from models.generator import Generator, StreamConfig
-from models.mulaw import SILENCE
 from models.wavenet import WaveNet, WaveNetConfig, load_checkpoint
+from wavenet.mulaw import SILENCE
 
 DEFAULT = WaveNetConfig(speakers=5)  # the default model's shape
 LAG = WaveNetConfig(speakers=5, pitch_lag=3)  # the same with pitch-lag taps (docs/quality.md)

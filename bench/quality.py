@@ -6,7 +6,7 @@ original, beside the same numbers for two references:
     with pre-emphasis, the copy through its pre-emphasis, μ-law and the inverse filter (that model's ceiling);
   - Griffin-Lim from the same frames: mel magnitudes to linear ones through the filterbank's pseudo-inverse, then
     64 iterations of fast Griffin-Lim (momentum 0.99; --gl-momentum 0 for the classic algorithm) from random phases,
-    on this project's STFT framing (models/features.py) with the least-squares inverse STFT.
+    on this project's STFT framing (wavenet/features.py) with the least-squares inverse STFT.
 
 Prints a table, then one JSON line. Run from the repository root:
     python bench/quality.py                     # every test clip (slow: the whole split is generated)
@@ -32,10 +32,11 @@ import soxr
 import torch
 from tqdm import tqdm
 
-from models import emphasis, mulaw
-from models.features import MelSpec, log_mel, mel_filterbank
+from models import emphasis
 from models.generator import Generator, StreamConfig
 from models.wavenet import WaveNet, checkpoint_temperature, config_from_dict, load_checkpoint, read_checkpoint
+from wavenet import mulaw
+from wavenet.features import MelSpec, log_mel, mel_filterbank
 
 PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
 MCD_ORDER = 24  # mel-cepstral coefficients c1..c24 (c0, the level, excluded)
@@ -58,11 +59,11 @@ DEFINITIONS = {
     "pesq_wb": "ITU-T P.862.2 wide-band PESQ (MOS-LQO) of the output against the original at 16 kHz (`pesq` "
     "package; other rates are resampled with soxr first); mean over clips",
     "mcd_db": f"mel-cepstral distortion: c_m = (1/K) sum_k L_k cos(pi m (k + 1/2) / K), m = 1..{MCD_ORDER} (c0 "
-    "excluded), of the natural-log mel magnitudes L (K bands, models.features.log_mel) of the output and of the "
+    "excluded), of the natural-log mel magnitudes L (K bands, wavenet.features.log_mel) of the output and of the "
     f"original; MCD = 10/ln10 * sqrt(2 * sum_m (c_m - c'_m)^2) dB per frame, frames aligned 1:1, mean over all "
     "frames of a clip, then mean over clips",
     "log_mel_distance": "RMS over all frames and bands of log_mel(output) - log_mel(original) (natural log, "
-    "models.features.log_mel recomputed from each waveform); mean over clips",
+    "wavenet.features.log_mel recomputed from each waveform); mean over clips",
     "gpe": f"gross pitch error: of the {F0_STEP * 1000:g} ms frames voiced in both the output and the original, the "
     f"fraction whose F0 differs by more than {GPE_TOLERANCE:.0%}; F0 and voicing by YIN ({F0_RANGE[0]:g}-"
     f"{F0_RANGE[1]:g} Hz, threshold {YIN_THRESHOLD}, voiced where the normalised difference at the period is below "
@@ -76,12 +77,12 @@ DEFINITIONS = {
 }
 
 
-# --- inverse STFT and Griffin-Lim on models.features' framing --------------------------------------------------
+# --- inverse STFT and Griffin-Lim on wavenet.features' framing --------------------------------------------------
 
 
 @lru_cache(maxsize=8)
 def analysis_window(spec: MelSpec) -> np.ndarray:
-    """The n_fft-long window of models.features: a periodic Hann of `win` samples centred, zeros around it."""
+    """The n_fft-long window of wavenet.features: a periodic Hann of `win` samples centred, zeros around it."""
     window = np.zeros(spec.n_fft)
     start = (spec.n_fft - spec.win) // 2
     window[start : start + spec.win] = np.hanning(spec.win + 1)[:-1]
@@ -96,7 +97,7 @@ def _frame_index(count: int, spec: MelSpec) -> np.ndarray:
 
 
 def stft(wav: np.ndarray, spec: MelSpec) -> np.ndarray:
-    """(frames, n_fft // 2 + 1) complex STFT on log_mel's frame grid: abs() of it is models.features.magnitudes."""
+    """(frames, n_fft // 2 + 1) complex STFT on log_mel's frame grid: abs() of it is wavenet.features.magnitudes."""
     wav = np.asarray(wav, dtype=np.float64)
     count = len(wav) // spec.hop
     half = spec.n_fft // 2

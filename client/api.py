@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-from models import data
-from models.features import MelSpec, log_mel
-from server.settings import DEFAULT_PORT, Limits
+from wavenet.audio import crop_to_hops, normalise_loudness, quantise, resample, to_mono
 from wavenet.codec import decode_audio, mel_spec
+from wavenet.defaults import DEFAULT_PORT, MAX_MESSAGE_BYTES
+from wavenet.features import MelSpec, log_mel
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
@@ -44,7 +44,7 @@ class WaveNetClient:
 
     def __init__(self, target: str = f"localhost:{DEFAULT_PORT}", timeout: float | None = None, *,
                  tls: bool = False, ca: bytes | None = None, token: str | None = None,
-                 max_message_bytes: int = Limits().max_message_bytes):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES):
         """tls: verify the server against ca (PEM; None: the system roots); token: sent as a bearer token."""
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
@@ -239,12 +239,12 @@ def recording_frames(audio: np.ndarray, sample_rate: int, spec: MelSpec) -> np.n
     if not (audio.ndim == 1 or (audio.ndim == 2 and audio.shape[1] <= audio.shape[0])):
         raise ValueError(f"audio: expected (samples,) or (samples, channels), got shape {audio.shape}"
                          + (" (channels first? pass audio.T)" if audio.ndim == 2 else ""))
-    wav = data.resample(data.to_mono(audio), sample_rate, spec.sample_rate)
-    wav = data.crop_to_hops(data.normalise_loudness(wav, spec.sample_rate), spec.hop)
+    wav = resample(to_mono(audio), sample_rate, spec.sample_rate)
+    wav = crop_to_hops(normalise_loudness(wav, spec.sample_rate), spec.hop)
     if not len(wav):
         raise ValueError(f"audio: {len(audio)} samples at {sample_rate} Hz is shorter than one frame "
                          f"({spec.hop} samples at {spec.sample_rate} Hz)")
-    return log_mel(data.quantise(wav) / 32768.0, spec)
+    return log_mel(quantise(wav) / 32768.0, spec)
 
 
 def frame_blocks(frames: np.ndarray, per_block: int, seconds_per_frame: float) -> Iterator[np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from client.api import Chunk, WaveNetClient
-from server.settings import DEFAULT_PORT
+from wavenet.defaults import DEFAULT_PORT
 from wavenet.v1 import wavenet_pb2 as pb
 
 TOKEN_ENV = "WAVENET_TOKEN"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models import mulaw
+from wavenet import mulaw
 
 
 def emphasize(audio: np.ndarray, a: float, previous: float = 0.0) -> np.ndarray:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from models import pitch
-from models.mulaw import silence
 from models.wavenet import GateBias, ResidualBlock, WaveNet, dilations, frame_context, pitch_inputs
+from wavenet.mulaw import silence
 
 UNBOUNDED = 2**62  # the end of a stream that runs until closed
 COND_BLOCK = 16  # per-frame biases are computed in blocks of this many frames at fixed positions (see _condition)

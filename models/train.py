@@ -22,9 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import emphasis, mulaw, pitch
-from models.fast import default_threads
-from models.features import MelSpec
+from models import emphasis, pitch
+from models.cpus import default_threads
 from models.wavenet import (
     LOG2_F0_CENTRE,
     TEMPERATURE,
@@ -41,6 +40,8 @@ from models.wavenet import (
     save_checkpoint,
     set_frame_stats,
 )
+from wavenet import mulaw
+from wavenet.features import MelSpec
 
 BITS_PER_NAT = 1.0 / math.log(2.0)
 SCHEDULE_FITTED = ("start",)  # TrainConfig fields --budget-minutes sets, not options

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import pitch
-from models.features import MelSpec
-from models.mulaw import CLASSES, silence
+from wavenet.features import MelSpec
+from wavenet.mulaw import CLASSES, silence
 
 CHECKPOINT_FORMAT = "wavenet-stream/1"
 TEMPERATURE = 1.0  # a model's sampling temperature unless its checkpoint names another ("temperature")

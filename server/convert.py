@@ -11,7 +11,6 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from models import emphasis, pitch
-from models.features import MelSpec
 from models.generator import StreamConfig, frames_cover_prime
 from models.wavenet import TEMPERATURE, WaveNetConfig, lookahead_frames, pitch_inputs, receptive_field
 from server.settings import DEFAULT_CHUNK_SECONDS, MIN_CHUNK_SECONDS, Limits
@@ -24,6 +23,7 @@ from wavenet.codec import (
     feature_spec,
     frames_of,
 )
+from wavenet.features import MelSpec
 from wavenet.v1 import wavenet_pb2 as pb
 
 

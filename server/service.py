@@ -13,8 +13,8 @@ import ssl
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -23,8 +23,9 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from models.cpus import default_threads
 from models.emphasis import Decoder
-from models.fast import Precision, default_threads, engine_description, engine_module, make_generator
+from models.fast import Precision, engine_description, engine_module, make_generator
 from models.generator import frames_cover_prime
 from models.wavenet import CheckpointError, WaveNetConfig, checkpoint_temperature, load_checkpoint, read_checkpoint
 from server import convert
@@ -41,7 +42,7 @@ from server.settings import (
     Limits,
     ServeOptions,
 )
-from wavenet.codec import InvalidField, encode_audio, frames_of
+from wavenet.codec import Encoding, InvalidField, encode_audio, frames_of
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
@@ -103,6 +104,51 @@ def _stem(path: str) -> str:
     return base.rsplit(".", 1)[0] or base
 
 
+@dataclass
+class Call:
+    """One call as its log line and metrics tell it."""
+
+    method: str
+    model: str
+    rid: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    started: float = field(default_factory=time.monotonic)
+    outcome: str = "OK"
+    samples: int = 0  # sent
+    first_audio: float | None = None  # seconds from the call's start to its first audio sent
+
+
+class Chunker:
+    """A stream's audio, decoded from classes, cut into AudioChunks of chunk_samples: full ones as they fill, the
+    rest on a flush."""
+
+    def __init__(self, decoder: Decoder, chunk_samples: int, encoding: Encoding):
+        self.decoder, self.chunk_samples, self.encoding = decoder, chunk_samples, encoding
+        self.pending = np.zeros(0, np.float32)  # audio made: pending[sent:] is not yet sent
+        self.sent = 0
+        self.sequence = 0
+        self.first_sample = 0  # of the next chunk
+
+    def add(self, classes: np.ndarray) -> None:
+        self.pending, self.sent = np.concatenate([self.pending[self.sent :], self.decoder(classes)]), 0
+
+    def take(self, flush: bool) -> Iterator[pb.AudioChunk]:
+        """The chunks ready: every full one, and with flush the partial one left. Each counts as sent once the
+        next is asked for (so one that failed to go out is not counted)."""
+        while len(self.pending) - self.sent >= self.chunk_samples or (flush and len(self.pending) > self.sent):
+            n = min(self.chunk_samples, len(self.pending) - self.sent)
+            yield pb.AudioChunk(sequence=self.sequence, first_sample=self.first_sample, num_samples=n,
+                                encoding=self.encoding,
+                                audio=encode_audio(self.pending[self.sent : self.sent + n], self.encoding))
+            self.sequence += 1
+            self.first_sample += n
+            self.sent += n
+
+    def last(self, summary: pb.Summary) -> pb.AudioChunk:
+        """The closing chunk: no audio, the call's summary."""
+        return pb.AudioChunk(sequence=self.sequence, first_sample=self.first_sample, num_samples=0,
+                             encoding=self.encoding, summary=summary)
+
+
 class WaveNetService(pb_grpc.WaveNetServicer):
     """ListModels, Generate and Synthesize over the loaded models."""
 
@@ -134,121 +180,128 @@ class WaveNetService(pb_grpc.WaveNetServicer):
     async def _serve(self, method: str, request: pb.GenerateRequest | convert.Garbled | None,
                      feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled] | None,
                      context: Context) -> None:
-        """Generate's request, or (request None) Synthesize's config read from the feed's first message."""
-        rid = uuid.uuid4().hex[:16]
-        started = time.monotonic()
-        outcome = "OK"
-        samples = 0
-        first_audio: float | None = None
-        model_name = self.default
+        """Generate's request, or (request None) Synthesize's config read from the feed's first message; every
+        outcome counted and logged."""
+        call = Call(method, model=self.default)
         stream: Stream | None = None
         try:
-            if isinstance(request, convert.Garbled):
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem()}")
-            if request is None:
-                assert feed is not None
-                request = await _config(feed, self.limits.idle_seconds)
-            model_name = request.model or self.default
-            model = self.models.get(model_name)
-            if model is None:
-                raise _Abort(grpc.StatusCode.NOT_FOUND, f"model: no model named {request.model!r} "
-                                                        f"(have {', '.join(self.models)})")
-            seed = request.seed if request.HasField("seed") else secrets.randbits(63)
+            model, req, seed = await self._validated(call, request, feed)
+            stream = await _opened(model, req)
+            tasks: list[asyncio.Task[None]] = []
             try:
-                req = convert.validate(request, model.cfg, self.limits, streamed=feed is not None, seed=seed,
-                                       default_temperature=model.info.default_temperature,
-                                       field="config" if feed is not None else "")
-            except InvalidField as exc:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            try:
-                stream = await model.scheduler.open(req.stream, req.prime)
-            except AtCapacity as exc:
-                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
-            except ValueError as exc:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            feeder: asyncio.Task[None] | None = None
-            watchdog: asyncio.Task[None] | None = None
-            try:
-                if req.frames is not None:
-                    await model.scheduler.push_frames(stream, req.frames, req.pitch)
-                    await model.scheduler.end_frames(stream)
-                if feed is not None:
-                    prime_samples = 0 if req.prime is None else len(req.prime)
-                    feeder = asyncio.create_task(self._feed(model, stream, feed, prime_samples))
-                handler = asyncio.current_task()
-                assert handler is not None
-                watchdog = asyncio.create_task(self._watch(model, stream, handler, feeder))
-                decoder = Decoder(model.cfg.preemphasis, model.cfg.classes, req.prime_last)
-                sequence = 0
-                pending = np.zeros(0, np.float32)  # audio made: pending[sent:] is not yet sent
-                sent = 0
-                while True:
-                    try:
-                        block = await model.scheduler.read(stream)
-                        stream.active_at = time.monotonic()
-                    except InvalidField as exc:
-                        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-                    except GenerationFailed as exc:
-                        raise _Abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}") from None
-                    if block is not None:
-                        pending, sent = np.concatenate([pending[sent:], decoder(block)]), 0
-                    # Full chunks as they fill; a partial one when nothing more can come until the client sends
-                    # frames (a live feed hears its audio at once) or at the end.
-                    flush = block is None or (stream.starved and stream.chunks.empty())
-                    while len(pending) - sent >= req.chunk_samples or (flush and len(pending) > sent):
-                        take = min(req.chunk_samples, len(pending) - sent)
-                        if first_audio is None:
-                            first_audio = time.monotonic() - started
-                            self.metrics.ttfa.labels(model_name).observe(first_audio)
-                        audio = encode_audio(pending[sent : sent + take], req.encoding)
-                        await _write(context, pb.AudioChunk(sequence=sequence, first_sample=samples,
-                                                            num_samples=take, encoding=req.encoding, audio=audio))
-                        stream.active_at = time.monotonic()
-                        sequence += 1
-                        samples += take
-                        sent += take
-                        self.metrics.samples.labels(model_name).inc(take)
-                    if block is None:
-                        break
-                wall = time.monotonic() - started
-                rtf = samples / model.cfg.sample_rate / max(wall, 1e-9)
-                self.metrics.rtf.labels(model_name).observe(rtf)
-                summary = pb.Summary(samples=samples, wall_seconds=wall, real_time_factor=rtf,
-                                     time_to_first_audio_seconds=first_audio or wall, seed=seed, request_id=rid)
-                await _write(context, pb.AudioChunk(sequence=sequence, first_sample=samples, num_samples=0,
-                                                    encoding=req.encoding, summary=summary))
+                tasks = await self._started(model, req, stream, feed)
+                chunker = await self._send_audio(call, model, req, stream, context)
+                await _write(context, chunker.last(self._summary(call, model, seed)))
             finally:
-                for task in (feeder, watchdog):
-                    if task is not None:
-                        task.cancel()
+                for task in tasks:
+                    task.cancel()
                 model.scheduler.close(stream)
         except _Abort as abort:
-            outcome = abort.code.name
+            call.outcome = abort.code.name
             await _abort_soon(context, abort.code, abort.message)  # not held up by audio the client is not reading
         except _CallEnded:
-            outcome = "CANCELLED"  # the client left (cancelled, deadline passed) between our last await and the write
+            call.outcome = "CANCELLED"  # the client left (cancelled, deadline passed) between an await and the write
         except asyncio.CancelledError:
             if stream is None or stream.idle is None:
-                outcome = "CANCELLED"
+                call.outcome = "CANCELLED"
                 raise
-            outcome = grpc.StatusCode.OUT_OF_RANGE.name  # the watchdog ended it (as cloud speech APIs answer)
+            call.outcome = grpc.StatusCode.OUT_OF_RANGE.name  # the watchdog ended it (as cloud speech APIs answer)
             handler = asyncio.current_task()
             assert handler is not None
             handler.uncancel()
             await _abort_soon(context, grpc.StatusCode.OUT_OF_RANGE, stream.idle)
         except Exception:
-            outcome = "INTERNAL"  # gRPC answers INTERNAL/UNKNOWN and logs the traceback
+            call.outcome = "INTERNAL"  # gRPC answers INTERNAL/UNKNOWN and logs the traceback
             raise
         finally:
-            self.metrics.requests.labels(method, outcome).inc()
-            wall = time.monotonic() - started
-            sample_rate = self.models[model_name].cfg.sample_rate if model_name in self.models else 1
-            log.info(json.dumps({
-                "request_id": rid, "method": method, "model": model_name, "outcome": outcome,
-                "seconds": round(samples / sample_rate, 3), "wall_seconds": round(wall, 3),
-                "rtf": round(samples / sample_rate / max(wall, 1e-9), 2),
-                "ttfa_ms": None if first_audio is None else round(1000 * first_audio, 1),
-            }))
+            self._record(call)
+
+    async def _validated(self, call: Call, request: pb.GenerateRequest | convert.Garbled | None,
+                         feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled] | None,
+                         ) -> tuple[LoadedModel, convert.Request, int]:
+        """The model asked for, the request checked against it, and the seed (drawn if none was given)."""
+        if isinstance(request, convert.Garbled):
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem()}")
+        if request is None:
+            assert feed is not None
+            request = await _config(feed, self.limits.idle_seconds)
+        call.model = request.model or self.default
+        model = self.models.get(call.model)
+        if model is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"model: no model named {request.model!r} "
+                                                    f"(have {', '.join(self.models)})")
+        seed = request.seed if request.HasField("seed") else secrets.randbits(63)
+        try:
+            req = convert.validate(request, model.cfg, self.limits, streamed=feed is not None, seed=seed,
+                                   default_temperature=model.info.default_temperature,
+                                   field="config" if feed is not None else "")
+        except InvalidField as exc:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return model, req, seed
+
+    async def _started(self, model: LoadedModel, req: convert.Request, stream: Stream,
+                       feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled] | None) -> list[asyncio.Task[None]]:
+        """The stream's input under way: frames given whole pushed, a live feed read by a task of its own; and the
+        watchdog that ends an idle call. The tasks, to cancel when the call ends."""
+        feeder = None
+        if req.frames is not None:
+            await model.scheduler.push_frames(stream, req.frames, req.pitch)
+            await model.scheduler.end_frames(stream)
+        if feed is not None:
+            prime_samples = 0 if req.prime is None else len(req.prime)
+            feeder = asyncio.create_task(self._feed(model, stream, feed, prime_samples))
+        handler = asyncio.current_task()
+        assert handler is not None
+        watchdog = asyncio.create_task(self._watch(model, stream, handler, feeder))
+        return [watchdog] if feeder is None else [feeder, watchdog]
+
+    async def _send_audio(self, call: Call, model: LoadedModel, req: convert.Request, stream: Stream,
+                          context: Context) -> Chunker:
+        """The stream's audio as AudioChunks, as generation makes it, until the stream ends."""
+        chunker = Chunker(Decoder(model.cfg.preemphasis, model.cfg.classes, req.prime_last), req.chunk_samples,
+                          req.encoding)
+        while True:
+            try:
+                block = await model.scheduler.read(stream)
+                stream.active_at = time.monotonic()
+            except InvalidField as exc:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            except GenerationFailed as exc:
+                raise _Abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}") from None
+            if block is not None:
+                chunker.add(block)
+            # Full chunks as they fill; a partial one when nothing more can come until the client sends frames (a
+            # live feed hears its audio at once) or at the end.
+            for chunk in chunker.take(flush=block is None or (stream.starved and stream.chunks.empty())):
+                if call.first_audio is None:
+                    call.first_audio = time.monotonic() - call.started
+                    self.metrics.ttfa.labels(call.model).observe(call.first_audio)
+                await _write(context, chunk)
+                stream.active_at = time.monotonic()
+                call.samples += chunk.num_samples
+                self.metrics.samples.labels(call.model).inc(chunk.num_samples)
+            if block is None:
+                return chunker
+
+    def _summary(self, call: Call, model: LoadedModel, seed: int) -> pb.Summary:
+        """What the last AudioChunk says of the call; its real-time factor observed."""
+        wall = time.monotonic() - call.started
+        rtf = call.samples / model.cfg.sample_rate / max(wall, 1e-9)
+        self.metrics.rtf.labels(call.model).observe(rtf)
+        return pb.Summary(samples=call.samples, wall_seconds=wall, real_time_factor=rtf,
+                          time_to_first_audio_seconds=call.first_audio or wall, seed=seed, request_id=call.rid)
+
+    def _record(self, call: Call) -> None:
+        """A finished call counted by outcome and logged as one JSON line."""
+        self.metrics.requests.labels(call.method, call.outcome).inc()
+        wall = time.monotonic() - call.started
+        sample_rate = self.models[call.model].cfg.sample_rate if call.model in self.models else 1
+        log.info(json.dumps({
+            "request_id": call.rid, "method": call.method, "model": call.model, "outcome": call.outcome,
+            "seconds": round(call.samples / sample_rate, 3), "wall_seconds": round(wall, 3),
+            "rtf": round(call.samples / sample_rate / max(wall, 1e-9), 2),
+            "ttfa_ms": None if call.first_audio is None else round(1000 * call.first_audio, 1),
+        }))
 
     async def _feed(self, model: LoadedModel, stream: Stream,
                     feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled], prime_samples: int) -> None:
@@ -314,6 +367,16 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         else:
             stream.idle = f"audio: the client read none for {idle:g} s (the server's --idle-seconds)"
         handler.cancel()
+
+
+async def _opened(model: LoadedModel, req: convert.Request) -> Stream:
+    """A stream for the request in the model's scheduler, or the status that refuses it."""
+    try:
+        return await model.scheduler.open(req.stream, req.prime)
+    except AtCapacity as exc:
+        raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+    except ValueError as exc:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
 
 async def _config(feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled],

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from wavenet.defaults import DEFAULT_PORT, MAX_MESSAGE_BYTES
+
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 50051
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
 # The default --max-streams: streams one CPU keeps in real time with the bundled model, by the compiled engine variant
 # the CPU runs, times the CPUs the server may use (README, Serving; bench/serve.py --realtime on 2 cores: avx512 kept
@@ -30,7 +31,7 @@ class Limits:
     max_prime_seconds: float = 10.0
     max_chunk_seconds: float = 5.0
     max_temperature: float = 10.0
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     idle_seconds: float = 60.0  # a call that receives no input and sends no audio this long is ended
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.features import MelSpec, log_mel
 from models.generator import Generator, StreamConfig
 from models.wavenet import WaveNet, WaveNetConfig, set_frame_stats
+from wavenet.features import MelSpec, log_mel
 
 TINY_MEL = MelSpec(sample_rate=1600, n_mels=8, hop=4, win=16, n_fft=16, fmin=0.0, fmax=800.0)
 

@@ -6,8 +6,8 @@ from typing import TypeAlias
 
 import numpy as np
 
-from models import mulaw
-from models.features import MelSpec
+from wavenet import mulaw
+from wavenet.features import MelSpec
 from wavenet.v1 import wavenet_pb2 as pb
 
 Encoding: TypeAlias = pb.AudioEncoding

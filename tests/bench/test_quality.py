@@ -27,10 +27,10 @@ from bench.quality import (
     yin,
 )
 from models.emphasis import Decoder
-from models.features import MelSpec, log_mel, magnitudes
 from models.generator import Generator, StreamConfig
 from models.wavenet import save_checkpoint
 from tests.tiny import TINY_MEL, random_frames, tiny_model, write_prepared
+from wavenet.features import MelSpec, log_mel, magnitudes
 
 SPEC = MelSpec()  # the real frames: 16 kHz, 80 bands, hop 200
 

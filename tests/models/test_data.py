@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from models.data import GAME_DIR, SPEAKERS, main, match_font, normalise_id
-from models.features import MelSpec, log_mel
+from wavenet.features import MelSpec, log_mel
 
 SPEC = MelSpec()
 LEAD_S, TAIL_S = 0.30, 0.40  # silence around the voiced part of every fake clip

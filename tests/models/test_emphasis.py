@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import emphasis, mulaw
+from models import emphasis
 from models.emphasis import Decoder, deemphasize, emphasize
 from models.train import example, load_split, windows
 from tests.tiny import CONFIGS, TINY_MEL, random_classes, write_prepared
+from wavenet import mulaw
 from wavenet.codec import encode_audio
 from wavenet.v1 import wavenet_pb2 as pb
 

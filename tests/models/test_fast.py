@@ -10,9 +10,9 @@ import pytest
 import models.fast as fast
 from models.fast import FastGenerator, engine_module, make_generator
 from models.generator import Generator, StreamConfig, sample, uniforms
-from models.mulaw import SILENCE
 from models.wavenet import WaveNet, receptive_field
 from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
+from wavenet.mulaw import SILENCE
 
 TOLERANCE = 1e-4  # fp32, as the reference generator against the parallel model
 BF16_TOLERANCE = 0.1  # bf16 weights: max |logit diff| as a fraction of the logits' standard deviation

@@ -8,9 +8,9 @@ import torch
 
 from models import pitch
 from models.generator import Generator, StreamConfig
-from models.mulaw import SILENCE, silence
 from models.wavenet import GateBias, WaveNet, WaveNetConfig, pad_frames, pitch_inputs, receptive_field
 from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
+from wavenet.mulaw import SILENCE, silence
 
 TOLERANCE = 1e-4
 

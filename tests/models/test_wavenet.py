@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from models import mulaw
-from models.features import MelSpec, log_mel, n_frames
 from models.wavenet import (
     CheckpointError,
     WaveNet,
@@ -25,6 +23,8 @@ from models.wavenet import (
     set_frame_stats,
 )
 from tests.tiny import CONFIGS, random_classes, random_frames, tiny_model
+from wavenet import mulaw
+from wavenet.features import MelSpec, log_mel, n_frames
 
 
 def _inputs_and_grads(model: WaveNet, t: int, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:

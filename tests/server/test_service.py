@@ -444,7 +444,7 @@ def test_a_prime_becomes_the_models_classes_and_starts_the_output_filter() -> No
 
 
 def test_max_streams_defaults_to_what_the_engine_keeps_in_real_time_and_the_flag_wins() -> None:
-    from models.fast import default_threads
+    from models.cpus import default_threads
     from server.service import engine_variant, max_streams, parse_args
 
     assert max_streams(parse_args([]), "avx512") == 3 * default_threads()
@@ -469,7 +469,7 @@ def test_the_log_level_is_taken_in_any_case_and_a_wrong_one_is_a_usage_error() -
 @pytest.mark.parametrize("content, cpus", [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1),
                                            ("400000 100000\n", 4), (None, None), ("garbage\n", None)])
 def test_a_cgroup_cpu_quota_caps_the_cpus_counted(tmp_path: Path, content: str | None, cpus: int | None) -> None:
-    from models.fast import cgroup_cpus
+    from models.cpus import cgroup_cpus
 
     path = tmp_path / "cpu.max"
     if content is not None:
@@ -479,7 +479,7 @@ def test_a_cgroup_cpu_quota_caps_the_cpus_counted(tmp_path: Path, content: str |
 
 @pytest.mark.parametrize("quota, cpus", [("-1", None), ("150000", 2), ("50000", 1), ("garbage", None)])
 def test_a_cgroup_v1_cpu_quota_caps_the_cpus_counted_too(tmp_path: Path, quota: str, cpus: int | None) -> None:
-    from models.fast import cgroup_cpus
+    from models.cpus import cgroup_cpus
 
     (tmp_path / "cpu.cfs_quota_us").write_text(f"{quota}\n")
     (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
