@@ -717,8 +717,8 @@ def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, 
     """Start a new schedule at the current step, the whole of it inside the budget: run `probe` untimed steps and
     `probe` timed ones (the first of its warm-up), then end it where the measured rate reaches the deadline, with
     the warm-up a tenth of it, at most `warmup` (default: the run's) and otherwise at least the probe's steps (they
-    ran under it). A resumed run thus restarts from its warm-up to the peak learning rate (before session 10 the
-    cosine was counted from step 0, so a resumed budget run began far down it). Under torchrun every process takes
+    ran under it). A resumed run thus restarts from its warm-up to the peak learning rate rather than part-way down
+    a cosine counted from step 0. Under torchrun every process takes
     the smallest end step. A stop requested during the probe leaves the schedule as it was."""
     before, start = trainer.tc, trainer.progress.step
     ceiling = before.warmup if warmup is None else warmup
@@ -745,7 +745,7 @@ def fit_schedule_to_budget(trainer: Trainer, stop: list[bool], deadline: float, 
 
 def cpu_bf16_is_emulated() -> bool:
     """Whether this CPU lacks native bf16 (AVX512_BF16 or AMX), so that bf16 autocast is emulated: a forward and
-    backward pass of the default model took 9x as long as in fp32 on session 9's AMD EPYC (AVX2 only)."""
+    backward pass of the default model took 9x as long as in fp32 on an AMD EPYC with AVX2 only."""
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # private: absent means "no warning"
     return supported is not None and not supported()
 
@@ -775,40 +775,73 @@ def at_least_zero(kind: type[int] | type[float]) -> Callable[[str], int | float]
     return parse
 
 
+COMMANDS = ("run", "evaluate", "export")
+LEGACY = {"--export-weights": "--weights", "--export-temperature": "--temperature"}  # flags of the export command
+
+
+def with_command(argv: list[str]) -> list[str]:
+    """argv with its command first: as given; for the older flags --export PATH and --evaluate, the command they
+    stood for (with a warning); otherwise run."""
+    if argv and argv[0] in (*COMMANDS, "-h", "--help"):
+        return argv
+    args = [a for arg in argv for a in (arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])]
+    if "--export" in args:
+        at = args.index("--export")
+        command, rest = ["export", *args[at + 1 : at + 2]], args[:at] + args[at + 2 :]
+    elif "--evaluate" in args:
+        at = args.index("--evaluate")
+        command, rest = ["evaluate"], args[:at] + args[at + 1 :]
+    else:
+        return ["run", *argv]
+    print(f"wavenet-train: warning: {args[at]} is now the command `wavenet-train {command[0]}`", file=sys.stderr)
+    return [*command, *(LEGACY.get(a, a) for a in rest)]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """`wavenet-train [run] ...`, `wavenet-train evaluate ...`, `wavenet-train export PATH ...`."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default="data/fillets", help="folder written by wavenet-prepare")
+    common.add_argument("--out", default="runs/default", help="the run's folder: checkpoints, loss curve")
+    common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p = argparse.ArgumentParser(prog="wavenet-train", description=__doc__)
-    p.add_argument("--data", default="data/fillets", help="folder written by wavenet-prepare")
-    p.add_argument("--out", default="runs/default", help="checkpoints, loss curve")
-    p.add_argument("--config", help="JSON file of WaveNetConfig fields for a new run (default: WaveNetConfig's, "
-                                    f"but pre-emphasis {PREEMPHASIS} unless the file gives 'preemphasis')")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from OUT/checkpoint.pt when it exists")
-    p.add_argument("--init", metavar="CHECKPOINT",
-                   help="a new run starts from this checkpoint's weights where names and shapes match (a model "
-                        "grown by --config, e.g. with pitch input, keeps the rest's initialisation)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=at_least_zero(int), default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--minutes", type=at_least_zero(float), default=0,
-                   help="stop after this many minutes (0: no limit)")
-    p.add_argument("--budget-minutes", type=at_least_zero(float), default=0,
-                   help="train for this many minutes with the whole learning-rate schedule inside them: measure the "
-                        "step rate over the first steps, then set --steps so the cosine decay ends at the deadline")
-    p.add_argument("--export", metavar="PATH", help="write OUT/checkpoint.pt's weights as a serving model, exit")
-    p.add_argument("--export-weights", choices=("ema", "model"), default="ema",
-                   help="which weights --export writes: the EMA (default) or the raw ones")
-    p.add_argument("--export-temperature", type=at_least_zero(float), default=TEMPERATURE,
-                   help="the sampling temperature --export stores as the model's default (bench/ab.py finds it)")
-    p.add_argument("--evaluate", action="store_true",
-                   help="print the validation loss of OUT/checkpoint.pt's raw and EMA weights (one JSON line), exit")
+    commands = p.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", parents=[common], help="train (the default command): a new run or a resumed one")
+    run.add_argument("--config", help="JSON file of WaveNetConfig fields for a new run (default: WaveNetConfig's, "
+                                      f"but pre-emphasis {PREEMPHASIS} unless the file gives 'preemphasis')")
+    run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                     help="continue from OUT/checkpoint.pt when it exists")
+    run.add_argument("--init", metavar="CHECKPOINT",
+                     help="a new run starts from this checkpoint's weights where names and shapes match (a model "
+                          "grown by --config, e.g. with pitch input, keeps the rest's initialisation)")
+    run.add_argument("--threads", type=at_least_zero(int), default=0, help="CPU threads (0: torch's default)")
+    run.add_argument("--minutes", type=at_least_zero(float), default=0,
+                     help="stop after this many minutes (0: no limit)")
+    run.add_argument("--budget-minutes", type=at_least_zero(float), default=0,
+                     help="train for this many minutes with the whole learning-rate schedule inside them: measure "
+                          "the step rate over the first steps, then set --steps so the cosine decay ends at the "
+                          "deadline")
     for f in dataclasses.fields(TrainConfig):  # unset: the resumed run's value, else the default
         if f.name in SCHEDULE_FITTED:
             continue
         flag, note = f"--{f.name.replace('_', '-')}", f"default {f.default}; a resumed run keeps its own"
         if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=note)
+            run.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=note)
         else:
-            p.add_argument(flag, type=type(f.default), default=None, help=note)
-    return p.parse_args(argv)
+            run.add_argument(flag, type=type(f.default), default=None, help=note)
+    commands.add_parser("evaluate", parents=[common],
+                        help="print the validation loss of OUT/checkpoint.pt's raw and EMA weights (one JSON line)")
+    export = commands.add_parser("export", parents=[common],
+                                 help="write OUT/checkpoint.pt's weights as a model to serve")
+    export.add_argument("path", metavar="PATH", help="the model file to write")
+    export.add_argument("--weights", choices=("ema", "model"), default="ema",
+                        help="the EMA weights (default) or the raw ones")
+    export.add_argument("--temperature", type=at_least_zero(float), default=TEMPERATURE,
+                        help="the sampling temperature stored as the model's default (bench/ab.py finds it)")
+    given = sys.argv[1:] if argv is None else list(argv)
+    commanded = with_command(given)
+    if commanded[0] != "run" and commanded[0] not in given[:1]:  # an older --export or --evaluate line: the
+        return p.parse_known_args(commanded)[0]  # training flags it may carry were ignored then, and are now
+    return p.parse_args(commanded)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -826,12 +859,11 @@ def run_command(args: argparse.Namespace) -> int:
         raise RunError(f"no prepared data in {data} (run wavenet-prepare first)")
     meta = json.loads((data / "meta.json").read_text())
     checkpoint = out / "checkpoint.pt"
-    if args.export:
-        trained = export_model(checkpoint, Path(args.export), meta["speakers"], args.export_weights,
-                               args.export_temperature)
-        print(f"wrote {args.export}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
+    if args.command == "export":
+        trained = export_model(checkpoint, Path(args.path), meta["speakers"], args.weights, args.temperature)
+        print(f"wrote {args.path}: step {trained['step']}, {trained['samples']:,} samples seen", file=sys.stderr)
         return 0
-    if args.evaluate:
+    if args.command == "evaluate":
         print(json.dumps(evaluate_checkpoint(checkpoint, data, torch.device(args.device))))
         return 0
     if args.threads:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One timed training session on a borrowed GPU machine that cannot reach the Debian mirrors: the procedure of the
-# default model's GPU steps (models/MODEL_CARD.md, Training, steps 5 to 7; since session 10 a resumed budget run
-# restarts its schedule at LR, which those runs did not). Two halves:
+# One timed training run on a borrowed GPU machine that cannot reach the Debian mirrors: the procedure of the
+# default model's GPU steps (models/MODEL_CARD.md, Training, steps 5 to 7; a resumed budget run restarts its
+# schedule at LR, which those runs did not). Two halves:
 #
 #   scripts/gpu-train.sh pack DIR     # here: the voice packs' clips and dialog scripts as three archives in DIR
 #                                     # (cs.tar 47 MB, nl.tar 40 MB, script.tar.xz 0.6 MB, from data/fillets/tree,
@@ -16,7 +16,7 @@
 # (seconds, default 540), PROBE (170), PY (python3), DEVICE (cuda), BATCH (32), LR (the peak, 3e-4: see MODEL_CARD.md,
 # "A correction"), WORKERS (16), WORK (/tmp/wavenet-gpu).
 # Where python3 lacks soundfile and soxr, put their wheels in DIR/whl (pip download --only-binary=:all: ...).
-# Afterwards, here: copy OUT/checkpoint.pt to runs/default/, compare raw and EMA validation (wavenet-train --evaluate),
+# Afterwards, here: copy OUT/checkpoint.pt to runs/default/, compare raw and EMA validation (wavenet-train evaluate),
 # export the better, bench/quality.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."

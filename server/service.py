@@ -404,7 +404,7 @@ async def _abort_soon(context: Context, code: grpc.StatusCode, message: str) -> 
     reading), cancellation: the handler ends now and the status still goes out if the client reads on."""
     abort = asyncio.ensure_future(context.abort(code, message))
     # its outcome retrieved whatever becomes of this handler (cancelled while it waits: the client left), else
-    # asyncio logs "Task exception was never retrieved" (session 11's soak: 295 in 10 minutes)
+    # asyncio logs "Task exception was never retrieved" (bench/soak.py once counted 295 in 10 minutes)
     abort.add_done_callback(lambda task: task.cancelled() or task.exception())
     done, _ = await asyncio.wait({abort}, timeout=ABORT_SECONDS)
     if abort in done:

@@ -120,7 +120,7 @@ def test_cli_trains_resumes_and_keeps_the_config(data: Path, tmp_path: Path) -> 
     assert load_checkpoint(out / "checkpoint.pt").cfg == plain
     assert load_checkpoint(out / "checkpoint.pt", key="ema").cfg == plain
     served = tmp_path / "served.pt"
-    assert main([*common, "--export", str(served), "--export-temperature", "0.7"]) == 0
+    assert main(["export", str(served), "--data", str(data), "--out", str(out), "--temperature", "0.7"]) == 0
     exported = load_checkpoint(served)
     ema = load_checkpoint(out / "checkpoint.pt", key="ema")
     assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(), ema.state_dict().values()))
@@ -135,7 +135,7 @@ def test_evaluate_reports_the_raw_and_the_ema_weights(data: Path, tmp_path: Path
               "--valid-examples", "4", "--steps", "4"]
     assert main(common) == 0
     capsys.readouterr()
-    assert main([*common, "--evaluate"]) == 0
+    assert main(["evaluate", "--data", str(data), "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert report["step"] == 4
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -143,6 +143,20 @@ def test_evaluate_reports_the_raw_and_the_ema_weights(data: Path, tmp_path: Path
     assert tuple(payload["progress"]["valid"][-1]) == (4, report["valid_bits"]["ema"]["frames"])
     assert tuple(payload["progress"]["valid_free"][-1]) == (4, report["valid_bits"]["ema"]["free"])
     assert report["valid_bits"]["model"]["frames"] != report["valid_bits"]["ema"]["frames"]  # other weights
+
+    # the older flags still work, with a warning, and so do the training flags such lines carried
+    assert main([*common, "--evaluate"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.splitlines()[-1]) == report
+    assert "warning: --evaluate is now the command `wavenet-train evaluate`" in captured.err
+    legacy, current = tmp_path / "legacy.pt", tmp_path / "current.pt"
+    assert main([*common, "--export", str(legacy), "--export-weights=model", "--export-temperature", "0.5"]) == 0
+    assert "warning: --export is now the command `wavenet-train export`" in capsys.readouterr().err
+    assert main(["export", str(current), "--data", str(data), "--out", str(out), "--weights", "model",
+                 "--temperature", "0.5"]) == 0
+    a, b = torch.load(legacy, weights_only=True), torch.load(current, weights_only=True)
+    assert a["temperature"] == b["temperature"] == 0.5
+    assert all(torch.equal(x, y) for x, y in zip(a["model"].values(), b["model"].values()))
 
 
 def test_a_new_model_learns_pre_emphasised_audio_unless_its_config_says_otherwise(data: Path, tmp_path: Path) -> None:
@@ -343,7 +357,7 @@ def test_a_run_that_cannot_start_says_why_in_one_line(data: Path, tmp_path: Path
         "none of the 4 clips of the valid split is as long as the window (4000 samples, --window)":
             [*run, "--window", "4000"],
         "cannot read the train split of": ["--data", str(tmp_path / "half"), "--out", str(tmp_path / "r2")],
-        "checkpoint not found": ["--data", str(data), "--out", str(tmp_path / "none"), "--evaluate"],
+        "checkpoint not found": ["evaluate", "--data", str(data), "--out", str(tmp_path / "none")],
     }
     for message, argv in cases.items():
         assert main(argv) == 2, message
@@ -354,7 +368,7 @@ def test_a_run_that_cannot_start_says_why_in_one_line(data: Path, tmp_path: Path
     capsys.readouterr()
     assert main(["--data", str(other), "--out", str(tmp_path / "run"), "--steps", "3"]) == 2
     assert "was trained on other data" in capsys.readouterr().err
-    assert main(["--data", str(other), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "x.pt")]) == 2
+    assert main(["export", str(tmp_path / "x.pt"), "--data", str(other), "--out", str(tmp_path / "run")]) == 2
     assert "the data names 3 speakers, the model in" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(SystemExit):
