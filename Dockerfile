@@ -2,14 +2,14 @@
 # stage, CPU-only torch, the bundled model, a non-root user and a HEALTHCHECK that asks the gRPC health service.
 # Works with the classic builder (docker 20.10, docker-compose 1.29): no BuildKit-only syntax.
 #
-#   docker build -t wavenet-stream .            (or: docker-compose build; see README "Deploying with Docker")
+#   docker build -t wavenet-stream .            (or: docker-compose build; see docs/deploy.md)
 #
 # Build inputs beside the source, both optional and not tracked (deploy/prepare-context.sh fills them):
 #   deploy/wheels/torch-<version>+cpu-*.whl   a local CPU torch wheel; without one, torch comes from TORCH_INDEX_URL
 #   deploy/certs/ca-bundle.crt                a CA bundle for pip (a TLS-intercepting proxy); builder stage only
 ARG BASE=debian:bookworm-slim
 
-# --- builder: compilers and headers, the venv, the C++ extension (models/csrc) when setup.py builds one ---------------
+# --- builder: compilers and headers, the venv, the C++ extension (models/generate/csrc) when setup.py builds one ---------------
 FROM ${BASE} AS builder
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 setup: $(VENV)/.installed
 
 # torch==2.13.0 first, on its own: pip takes the CPU build from the machine's wheel folder (see README).
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard models/csrc/*)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard models/generate/csrc/*)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
@@ -22,6 +22,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
+	$(PY) bench/queues.py
 	$(PY) bench/engine.py
 	$(PY) bench/serve.py
 

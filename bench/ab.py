@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.quality import METRICS, Clip, Pitch, griffin_lim, load_split, scores, vocode, yin
-from models.fast import engine_description, make_generator
+from models.generate.compiled import engine_description, make_generator
 from models.wavenet import checkpoint_temperature, load_checkpoint, read_checkpoint
 from wavenet.features import MelSpec, log_mel
 

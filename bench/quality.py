@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from models import emphasis
-from models.generator import Generator, StreamConfig
+from models.generate.reference import Generator, StreamConfig
 from models.wavenet import WaveNet, checkpoint_temperature, config_from_dict, load_checkpoint, read_checkpoint
 from wavenet import mulaw
 from wavenet.features import MelSpec, log_mel, mel_filterbank
@@ -333,11 +333,12 @@ def model_preemphasis(path: Path) -> float:
 
 
 def pick_generator(model: WaveNet, precision: str, threads: int | None, reference: bool) -> tuple[Generator, str]:
-    """The compiled generator (models/fast.py) where it is built, else the reference one; and which it is."""
+    """The compiled generator (models/generate/compiled.py) where it is built, else the reference one; and which it
+    is."""
     if not reference:
         try:
-            from models.fast import fast_available, make_generator
-        except ImportError:  # models/fast.py absent
+            from models.generate.compiled import fast_available, make_generator
+        except ImportError:  # models/generate/compiled.py absent
             pass
         else:
             if fast_available():

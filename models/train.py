@@ -140,7 +140,7 @@ def track_split(split: Split, sample_rate: int, hop: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Windows:
     """A split as one model reads it: every sample's class computed once, so that cutting a batch is slicing and
-    copying alone (what that saves: README, Benchmarks, `bench/train_step.py --data`)."""
+    copying alone (what that saves: docs/benchmarks.md, `bench/train_step.py --data`)."""
 
     split: Split
     cfg: WaveNetConfig

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end check of the Docker deployment (README: "Deploying with Docker"); needs a Docker engine, so CI does not
+# End-to-end check of the Docker deployment (docs/deploy.md); needs a Docker engine, so CI does not
 # run it. It builds the images, starts one server and waits for it to be healthy, streams audio through the CLI
 # (compose profile "cli") and checks the file; then starts the "scaled" profile (2 replicas behind nginx), streams
 # through the proxy with the CLI and, several at once, on one connection, and checks that both replicas served
@@ -95,7 +95,7 @@ echo "built in ${BUILD_SECONDS} s: $IMAGE $(mb "$IMAGE"), $PROXY_IMAGE $(mb "$PR
 docker run --rm --entrypoint python "$IMAGE" -c "
 import torch, importlib.util as u
 print('in the image: torch', torch.__version__, '| cuda', torch.version.cuda,
-      '| compiled engine:', [m for m in ('models._engine_avx512', 'models._engine_avx2', 'models._engine_generic') if u.find_spec(m)] or 'none')"
+      '| compiled engine:', [m for m in ('models.generate._engine_avx512', 'models.generate._engine_avx2', 'models.generate._engine_generic') if u.find_spec(m)] or 'none')"
 [ "$(docker run --rm --entrypoint id "$IMAGE" -u)" != 0 ] || fail "the image runs as root"
 if docker run --rm --entrypoint sh "$IMAGE" -c 'command -v gcc g++ cc c++' >/dev/null; then fail "a compiler in the runtime image"; fi
 

@@ -11,7 +11,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from models import emphasis, pitch
-from models.generator import StreamConfig, frames_cover_prime
+from models.generate.reference import StreamConfig, frames_cover_prime
 from models.wavenet import TEMPERATURE, WaveNetConfig, lookahead_frames, pitch_inputs, receptive_field
 from server.settings import DEFAULT_CHUNK_SECONDS, MIN_CHUNK_SECONDS, Limits
 from wavenet.codec import (

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.generator import Generator, StreamConfig
+from models.generate.reference import Generator, StreamConfig
 from server.settings import BUFFER_SECONDS, STEP_TARGET_SECONDS
 
 

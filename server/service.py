@@ -25,8 +25,8 @@ from grpc_reflection.v1alpha import reflection
 
 from models.cpus import default_threads
 from models.emphasis import Decoder
-from models.fast import Precision, engine_description, engine_module, make_generator
-from models.generator import frames_cover_prime
+from models.generate.compiled import Precision, engine_description, engine_module, make_generator
+from models.generate.reference import frames_cover_prime
 from models.wavenet import CheckpointError, WaveNetConfig, checkpoint_temperature, load_checkpoint, read_checkpoint
 from server import convert
 from server.auth import TOKENS_ENV, TokenAuth, load_tokens

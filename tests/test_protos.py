@@ -1,4 +1,4 @@
-"""The checked-in stubs under wavenet/v1 are exactly what protoc makes of protos/ (regenerate: see README)."""
+"""The checked-in stubs under wavenet/v1 are exactly what protoc makes of protos/ (regenerate: make protos)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.generator import Generator, StreamConfig
+from models.generate.reference import Generator, StreamConfig
 from models.wavenet import WaveNet, WaveNetConfig, set_frame_stats
 from wavenet.features import MelSpec, log_mel
 

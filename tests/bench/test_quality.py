@@ -27,7 +27,7 @@ from bench.quality import (
     yin,
 )
 from models.emphasis import Decoder
-from models.generator import Generator, StreamConfig
+from models.generate.reference import Generator, StreamConfig
 from models.wavenet import save_checkpoint
 from tests.tiny import TINY_MEL, random_frames, tiny_model, write_prepared
 from wavenet.features import MelSpec, log_mel, magnitudes

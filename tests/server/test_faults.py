@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 
-from models.generator import Generator, StreamConfig
+from models.generate.reference import Generator, StreamConfig
 from server.scheduler import AtCapacity, Scheduler
 from tests.serving import LIMITS, RunningServer, wait_for
 from tests.tiny import TINY_MEL, tiny_model

@@ -330,7 +330,7 @@ def test_health_says_serving(server: RunningServer) -> None:
 
 
 def test_the_startup_log_names_each_models_engine(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from models.fast import engine_module
+    from models.generate.compiled import engine_module
 
     caplog.set_level("INFO", logger="wavenet.server")
     running = RunningServer([f"tiny={model_path}"], 2, LIMITS)
@@ -399,7 +399,7 @@ def test_served_audio_is_the_models_classes_through_its_output_filter(server: Ru
                                                                       stub: pb_grpc.WaveNetStub,
                                                                       model_path: Path) -> None:
     from models import emphasis
-    from models.generator import StreamConfig
+    from models.generate.reference import StreamConfig
     from server.service import load_model
 
     prime = (0.4 * np.sin(np.arange(300) / 5.0)).astype(np.float32)

@@ -4,7 +4,7 @@
 `Generator` (with a warning, once). Both share the stream bookkeeping, the bias building, the queue bank
 (`self.queues`, updated in place by either) and priming; only the chunk loop and teacher-forced steps differ.
 
-The extension comes in three variants of one source (models/csrc, see setup.py): `_engine_avx512` (AVX-512 kernels,
+The extension comes in three variants of one source (csrc/, see setup.py): `_engine_avx512` (AVX-512 kernels,
 built with and loaded only where the CPU has AVX512_BF16 too), else `_engine_avx2` (the same kernels in 8 lanes)
 where it has AVX2 and FMA, else `_engine_generic` (plain loops, any CPU).
 
@@ -12,7 +12,7 @@ Precision: "fp32" matches the reference to float rounding (the tests hold it to 
 weights (not the activations, which stay fp32, as do the accumulations) to bfloat16, which halves the bytes read per
 sample so that the default model's weights (1.25 MB) fit in a core's L2 cache (2 MB on Sapphire Rapids; on a 512 KB
 L2 they come from L3 at half the bytes). The default is bf16 for the SIMD variants (both widen bf16 weights by integer
-shifts), fp32 for the generic one, which only emulates bf16. bench/engine_fast.py measures both, every variant this
+shifts), fp32 for the generic one, which only emulates bf16. bench/engine.py measures both, every variant this
 CPU runs, and what bf16 does to the logits.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from models.cpus import default_threads
-from models.generator import Generator, StreamState, constant_bias
+from models.generate.reference import Generator, StreamState, constant_bias
 from models.wavenet import WaveNet
 
 Precision = Literal["fp32", "bf16"]
@@ -43,7 +43,7 @@ _warned = False
 
 def _import(variant: str) -> ModuleType | None:
     try:
-        return importlib.import_module(f"models._engine_{variant}")
+        return importlib.import_module(f"models.generate._engine_{variant}")
     except ImportError:
         return None
 
@@ -271,7 +271,7 @@ def make_generator(
     """The generator to use: the compiled one where it is built (else the reference, with a warning once).
 
     precision: "fp32" (the reference's results to float rounding), "bf16" (bf16 weights: about 3x faster for one
-    stream; see bench/engine_fast.py for its effect on logits), None: bf16 where the CPU has native bf16, else fp32.
+    stream; see bench/engine.py for its effect on logits), None: bf16 where the CPU has native bf16, else fp32.
     """
     global _warned
     if prefer_fast:
@@ -279,7 +279,7 @@ def make_generator(
             return FastGenerator(model, precision=precision, threads=threads)
         if not _warned:
             warnings.warn(
-                "the compiled generator (models._engine_*) is not built; using the slower reference generator "
+                "the compiled generator (models.generate._engine_*) is not built; using the slower reference generator "
                 "(reinstall with `make setup` or `pip install -e .` and a C++17 compiler to build it)",
                 RuntimeWarning,
                 stacklevel=2,

@@ -1,11 +1,11 @@
 // The compiled WaveNet chunk step: every layer, the output head and the sampling for a batch of streams, for a
 // whole chunk of steps, in one call. Included by one small .cpp per instruction-set variant (engine_generic.cpp,
 // engine_avx2.cpp, engine_avx512.cpp); each is its own Python extension module, so code built for AVX2 or AVX-512 is
-// only ever loaded on a CPU that has it (models/fast.py checks first).
+// only ever loaded on a CPU that has it (models/generate/compiled.py checks first).
 //
 // Exactness: a stream's arithmetic never depends on the other streams of the batch. Each output value is one
 // accumulation chain over k in a fixed order whatever the number of rows blocked together or the thread that runs
-// them, and the sampling is per row in float64 exactly as models/generator.py's sample() and uniforms().
+// them, and the sampling is per row in float64 exactly as models/generate/reference.py's sample() and uniforms().
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -188,7 +188,7 @@ class Engine {
         pack(head2_, d_.cp, d_.sp, head2.data(), C, S, ident_c, ident_s, head2_bias.data(), bf16_, kNativeBf16);
     }
 
-    // Run a chunk; see models/fast.py for the argument contract. Returns classes (B, n).
+    // Run a chunk; see models/generate/compiled.py for the argument contract. Returns classes (B, n).
     py::array_t<int64_t> run(py::list queues, py::array_t<int64_t, py::array::c_style> slots,
                              py::array_t<int64_t, py::array::c_style> t, py::array_t<int64_t, py::array::c_style> last,
                              py::array_t<int64_t, py::array::c_style> counts, py::array bias,
@@ -262,7 +262,7 @@ class Engine {
                 frame_off[i] = offsets.at(i);
             }
         }
-        // Rows with pitch-lag taps: (pitch rows, history) per stream or None, see models/fast.py. The engine keeps
+        // Rows with pitch-lag taps: (pitch rows, history) per stream or None, see models/generate/compiled.py. The engine keeps
         // each stream's inputs in a ring of its own for the chunk, so a chunk may be any length.
         std::vector<const double*> pitch_ptr(B, nullptr);
         std::vector<std::vector<double>> rings(B);

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import pitch
-from models.generator import Generator, StreamConfig
+from models.generate.reference import Generator, StreamConfig
 from models.wavenet import GateBias, WaveNet, WaveNetConfig, pad_frames, pitch_inputs, receptive_field
 from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
 from wavenet.mulaw import SILENCE, silence

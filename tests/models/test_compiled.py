@@ -1,4 +1,5 @@
-"""The compiled generator (models/fast.py) against the reference queue generator: logits, samples, batching."""
+"""The compiled generator (models/generate/compiled.py) against the reference queue generator: logits, samples,
+batching."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-import models.fast as fast
-from models.fast import FastGenerator, engine_module, make_generator
-from models.generator import Generator, StreamConfig, sample, uniforms
+import models.generate.compiled as fast
+from models.generate.compiled import FastGenerator, engine_module, make_generator
+from models.generate.reference import Generator, StreamConfig, sample, uniforms
 from models.wavenet import WaveNet, receptive_field
 from tests.tiny import generate_in_changing_batch, random_classes, random_frames, tiny_model
 from wavenet.mulaw import SILENCE
@@ -19,7 +20,7 @@ BF16_TOLERANCE = 0.1  # bf16 weights: max |logit diff| as a fraction of the logi
 
 VARIANTS = [v for v in fast.VARIANTS if engine_module(v) is not None]
 pytestmark = pytest.mark.skipif(
-    not VARIANTS, reason="compiled generator not built (models._engine_*: `pip install -e .` with a C++17 compiler)"
+    not VARIANTS, reason="compiled generator not built (models.generate._engine_*: `make setup`, a C++17 compiler)"
 )
 
 

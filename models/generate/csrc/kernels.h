@@ -443,7 +443,7 @@ void matvec(const Matrix& A, int nr, const float* const* x, float* const* y) {
 
 #endif
 
-// ---- sampling: models/generator.py's uniforms() and sample(), per row ---------------------------------------------
+// ---- sampling: models/generate/reference.py's uniforms() and sample(), per row ---------------------------------------------
 
 double uniform(uint64_t seed, uint64_t position) {
     uint64_t z = seed + (position + 1) * 0x9E3779B97F4A7C15ull;
