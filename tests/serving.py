@@ -13,8 +13,9 @@ import grpc
 import pytest
 
 from models.wavenet import save_checkpoint
+from server.app import serve
+from server.loading import LoadedModel, load_model
 from server.metrics import Metrics
-from server.service import LoadedModel, load_model, serve
 from server.settings import Limits, ServeOptions
 from tests.tiny import tiny_model
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc

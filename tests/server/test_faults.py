@@ -352,8 +352,9 @@ class _GoneAfterFirstWrite:
 
 
 def test_a_write_to_a_call_that_ended_frees_the_stream_quietly(model_path: Path) -> None:
+    from server.loading import load_model
     from server.metrics import Metrics
-    from server.service import WaveNetService, load_model
+    from server.servicer import WaveNetService
 
     async def main() -> tuple[WaveNetService, int, _GoneAfterFirstWrite]:
         loaded = load_model(f"tiny={model_path}", 2)
@@ -381,8 +382,9 @@ class _BrokenWhileLive(_GoneAfterFirstWrite):
 def test_a_write_failing_on_a_live_call_is_an_error_not_a_cancellation(model_path: Path) -> None:
     from grpc._cython import cygrpc
 
+    from server.loading import load_model
     from server.metrics import Metrics
-    from server.service import WaveNetService, load_model
+    from server.servicer import WaveNetService
 
     async def main() -> tuple[WaveNetService, int]:
         loaded = load_model(f"tiny={model_path}", 2)
@@ -417,7 +419,7 @@ def test_an_abort_outliving_its_cancelled_handler_is_not_logged_as_never_retriev
     call's status is being sent cancels the handler, and the abort task then failed with nobody to retrieve it."""
     import gc
 
-    from server.service import _abort_soon
+    from server.servicer import _abort_soon
 
     async def scenario() -> list[str]:
         unhandled: list[str] = []

@@ -400,7 +400,7 @@ def test_served_audio_is_the_models_classes_through_its_output_filter(server: Ru
                                                                       model_path: Path) -> None:
     from models import emphasis
     from models.generate.reference import StreamConfig
-    from server.service import load_model
+    from server.loading import load_model
 
     prime = (0.4 * np.sin(np.arange(300) / 5.0)).astype(np.float32)
     request = pb.GenerateRequest(samples=500, speaker=1, seed=5, encoding=pb.FLOAT32,
@@ -418,7 +418,7 @@ def test_served_audio_is_the_models_classes_through_its_output_filter(server: Ru
 
 
 def test_model_specs_with_an_equals_sign_in_the_path(tmp_path: Path) -> None:
-    from server.service import model_spec
+    from server.loading import model_spec
 
     path = tmp_path / "lr=1e-3" / "m.pt"
     path.parent.mkdir()
@@ -520,8 +520,9 @@ def test_a_port_another_grpc_server_holds_is_refused(server: RunningServer, mode
     """gRPC sets SO_REUSEPORT by default: a second server on a taken port took half its calls, without a word."""
     import asyncio
 
+    from server.app import serve
+    from server.loading import load_model
     from server.metrics import Metrics
-    from server.service import load_model, serve
     from server.settings import ServeOptions
 
     async def serve_and_stop() -> None:
@@ -537,14 +538,14 @@ def test_a_port_another_grpc_server_holds_is_refused(server: RunningServer, mode
 @pytest.mark.parametrize("host, address", [("127.0.0.1", "127.0.0.1:5"), ("::", "[::]:5"), ("[::]", "[::]:5"),
                                            ("::1", "[::1]:5"), ("localhost", "localhost:5")])
 def test_an_ipv6_host_is_bracketed_however_given(host: str, address: str) -> None:
-    from server.service import host_port
+    from server.app import host_port
 
     assert host_port(host, 5) == address
 
 
 def test_a_model_folder_adds_its_models_and_its_default_pt_replaces_the_bundled_one(tmp_path: Path) -> None:
     """A default.pt there beside the bundled model of the same name made the container restart forever."""
-    from server.service import model_specs
+    from server.loading import model_specs
     from server.settings import DEFAULT_MODEL
 
     folder = tmp_path / "my models"
@@ -592,7 +593,7 @@ def test_a_model_is_sampled_at_its_own_temperature_unless_a_request_names_one(tm
 
 def test_a_model_whose_temperature_is_not_a_number_is_refused_at_start(tmp_path: Path) -> None:
     from models.wavenet import CheckpointError, save_checkpoint
-    from server.service import load_model
+    from server.loading import load_model
     from tests.tiny import tiny_model
 
     save_checkpoint(tmp_path / "bad.pt", tiny_model("both"), {"temperature": "warm"})
