@@ -32,13 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = RunningServer([f"pitched={folder / 'pitched.pt'}", f"plain={folder / 'plain.pt'}"], MAX_STREAMS,
                             LIMITS)
     yield running
-    running.stop()
-
-
-@pytest.fixture
-def stub(server: RunningServer) -> Iterator[pb_grpc.WaveNetStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield pb_grpc.WaveNetStub(channel)
+    running.stop()  # the `stub` fixture (tests/serving.py) talks to this module's server
 
 
 def frames_msg(frames: np.ndarray, f0: np.ndarray | None = None,
