@@ -32,9 +32,16 @@ import soxr
 import torch
 from tqdm import tqdm
 
-from models import emphasis
+from models import emphasis, pitch
 from models.generate.reference import Generator, StreamConfig
-from models.wavenet import WaveNet, checkpoint_temperature, config_from_dict, load_checkpoint, read_checkpoint
+from models.wavenet import (
+    WaveNet,
+    checkpoint_temperature,
+    config_from_dict,
+    load_checkpoint,
+    pitch_inputs,
+    read_checkpoint,
+)
 from wavenet import mulaw
 from wavenet.features import MelSpec, log_mel, mel_filterbank
 
@@ -347,9 +354,19 @@ def pick_generator(model: WaveNet, precision: str, threads: int | None, referenc
     return Generator(model), "reference (PyTorch eager)"
 
 
+def tracked_pitch(clip: Clip, spec: MelSpec) -> np.ndarray:
+    """(all the clip's frames, 2) F0 and periodicity of the compared part, as Praat's tracker reads the original
+    (models.pitch.track, as in training), NaN past it: what a caller that has the pitch would send."""
+    rows = np.full((len(clip.frames), 2), np.nan, np.float32)
+    rows[: clip.n_frames] = pitch.track(clip.audio, spec.sample_rate, spec.hop, clip.n_frames)
+    return rows
+
+
 def vocode(gen: Generator, clips: list[Clip], hop: int, streams: int, temperature: float, seed: int,
-           progress: Callable[[int], object] = lambda n: None) -> dict[int, np.ndarray]:
-    """Each clip's float32 audio generated from its frames; up to `streams` clips open at once as one batch."""
+           progress: Callable[[int], object] = lambda n: None,
+           given_pitch: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Each clip's float32 audio generated from its frames (and the pitch given for it, if any); up to `streams`
+    clips open at once as one batch."""
     speakers = gen.cfg.speakers
     pending = list(clips)
     open_: dict[int, tuple[Clip, list[np.ndarray]]] = {}
@@ -362,7 +379,7 @@ def vocode(gen: Generator, clips: list[Clip], hop: int, streams: int, temperatur
             sid = gen.open(StreamConfig(speaker=clip.speaker if speakers else 0, features=True,
                                         seed=seed + clip.index, temperature=temperature,
                                         length=clip.n_frames * hop))
-            gen.push_frames(sid, clip.frames)
+            gen.push_frames(sid, clip.frames, None if given_pitch is None else given_pitch[clip.index])
             gen.end_frames(sid)
             open_[sid] = (clip, [])
         made = gen.generate(CHUNK, list(open_))
@@ -392,6 +409,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=None, help="default: the model's own (as it is served)")
     p.add_argument("--seed", type=int, default=0, help="clip i of the split is generated with seed SEED + i")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compiled generator's weights")
+    p.add_argument("--given-pitch", action="store_true",
+                   help="send each clip's F0 and periodicity as Praat tracks them (a model with pitch input only), "
+                        "as a caller that has the pitch would, instead of the model predicting it from the frames")
     p.add_argument("--reference-generator", action="store_true", help="use the PyTorch eager generator")
     p.add_argument("--threads", type=int, default=None, help="generator threads (default: the CPUs usable)")
     p.add_argument("--gl-iterations", type=int, default=GL_ITERATIONS)
@@ -439,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.model} takes no mel frames: it is not a vocoder")
         if model.cfg.mel != spec:
             raise SystemExit(f"{args.model} was trained on other frames ({model.cfg.mel}) than {args.data} ({spec})")
+        if args.given_pitch and not pitch_inputs(model.cfg):
+            raise SystemExit(f"--given-pitch: {args.model} takes no pitch input")
         payload = read_checkpoint(args.model)
         trained = payload.get("trained")
         if args.temperature is None:
@@ -447,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         gen_start = time.perf_counter()
         with tqdm(total=sum(c.n_frames * spec.hop for c in clips), unit="sample", unit_scale=True,
                   desc="vocoding", disable=None, file=sys.stderr) as bar:
-            outputs["model"] = vocode(gen, clips, spec.hop, args.streams, args.temperature, args.seed, bar.update)
+            given = {c.index: tracked_pitch(c, spec) for c in clips} if args.given_pitch else None
+            outputs["model"] = vocode(gen, clips, spec.hop, args.streams, args.temperature, args.seed, bar.update,
+                                      given)
         gen_wall = time.perf_counter() - gen_start
     outputs["mulaw_copy"] = {c.index: mulaw.decode(mulaw.encode(c.audio)) for c in clips}
     if preemphasis:
@@ -495,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_path": str(args.model) if "model" in methods else None,
         "model_trained_step": trained.get("step") if isinstance(trained, dict) else None,
         "generator": generator_name or None, "preemphasis": preemphasis,
-        "temperature": args.temperature, "seed": args.seed,
+        "temperature": args.temperature, "seed": args.seed, "given_pitch": args.given_pitch,
         "griffin_lim_iterations": args.gl_iterations, "griffin_lim_momentum": args.gl_momentum,
         "wall_s": round(wall, 1), "generation_s": round(gen_wall, 1), "griffin_lim_s": round(gl_wall, 1),
         "frames_pitch_gpe": frames_pitch,

@@ -23,6 +23,7 @@ from bench.quality import (
     mcd_db,
     pitch_errors,
     stft,
+    tracked_pitch,
     vocode,
     yin,
 )
@@ -102,6 +103,31 @@ def test_vocoding_passes_the_classes_through_the_models_output_filter() -> None:
     gen.push_frames(sid, frames)
     gen.end_frames(sid)
     assert np.array_equal(vocoded, Decoder(0.85)(gen.generate(30 * hop, [sid])[sid]))
+
+
+def test_given_pitch_is_the_trackers_reading_of_the_compared_part_and_reaches_the_stream() -> None:
+    spec = MelSpec(n_mels=8, hop=200, win=800, n_fft=1024)
+    t = np.arange(40 * 200) / 16000
+    tone = (0.3 * sum(np.sin(2 * np.pi * k * 140.0 * t) / k for k in range(1, 4))).astype(np.float32)
+    clip = Clip(index=0, key="xx/level/tone", speaker=0, audio=tone[: 30 * 200], frames=random_frames(40, 8),
+                n_frames=30)
+    rows = tracked_pitch(clip, spec)
+    assert rows.shape == (40, 2) and np.isnan(rows[30:]).all()  # past the compared part: the model predicts
+    voiced = rows[:30, 0] > 0
+    assert voiced.sum() >= 20 and np.allclose(rows[:30, 0][voiced], 140.0, rtol=0.02)
+
+    model = tiny_model("pitch")
+    hop, frames = TINY_MEL.hop, random_frames(30, TINY_MEL.n_mels)
+    given = np.stack([np.full(30, 150.0), np.full(30, 0.8)], axis=1).astype(np.float32)
+    small = Clip(index=1, key="xx/level/clip1", speaker=1, audio=np.zeros(30 * hop, np.float32), frames=frames,
+                 n_frames=30)
+    vocoded = vocode(Generator(model), [small], hop, streams=1, temperature=1.0, seed=4, given_pitch={1: given})[1]
+    gen = Generator(model)
+    sid = gen.open(StreamConfig(speaker=1, features=True, seed=4 + 1, temperature=1.0, length=30 * hop))
+    gen.push_frames(sid, frames, given)
+    gen.end_frames(sid)
+    assert np.array_equal(vocoded, Decoder(model.cfg.preemphasis)(gen.generate(30 * hop, [sid])[sid]))
+    assert not np.array_equal(vocoded, vocode(Generator(model), [small], hop, streams=1, temperature=1.0, seed=4)[1])
 
 
 def test_stft_matches_features_and_inverts_exactly() -> None:
