@@ -1,6 +1,9 @@
-"""Serving speed: start a wavenet-server, drive N concurrent Synthesize streams over loopback, report RTFs and TTFA.
+"""Serving speed as a caller feels it: start a wavenet-server, drive N concurrent streams over loopback (Synthesize
+with test frames, paced or not, or free-running Generate), report each stream's real-time factor and the time to
+first audio (TTFA) percentiles over every call.
 
-Prints a table, then one JSON line. Run: python bench/serve.py [--streams 8] [--seconds 2] [--model PATH]
+Prints a table, then one JSON line. Run: python bench/serve.py [--streams 8] [--seconds 2] [--method generate]
+[--realtime] [--calls 20] [--model PATH]
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,8 +22,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.api import FRAMES_PER_MESSAGE, WaveNetClient, frame_blocks
+from client.api import FRAMES_PER_MESSAGE, Chunk, WaveNetClient, frame_blocks
 from server.settings import DEFAULT_MODEL
+from wavenet.v1 import wavenet_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,22 +65,53 @@ def test_frames(n_frames: int, n_mels: int, seed: int) -> np.ndarray:
     return np.cumsum(rng.normal(scale=0.3, size=(n_frames, n_mels)), axis=0).astype(np.float32) - 5.0
 
 
-def one_stream(address: str, seconds: float, seed: int, realtime: bool) -> dict[str, float]:
+def synthesize_call(client: WaveNetClient, info: pb.ModelInfo, seconds: float, seed: int,
+                    realtime: bool) -> dict[str, float]:
+    """One Synthesize of `seconds` of test frames in blocks of FRAMES_PER_MESSAGE (paced like a live feed when
+    realtime). TTFA counts from the first block's sending: it covers the model's lookahead, so audio can begin."""
+    hop = info.features.hop
+    frames = test_frames(round(seconds * info.sample_rate / hop), info.features.channels, seed)
+    pace = hop / info.sample_rate if realtime else 0.0
+    first_sent: list[float] = []
+
+    def blocks() -> Iterator[np.ndarray]:
+        for block in frame_blocks(frames, FRAMES_PER_MESSAGE, pace):
+            if not first_sent:
+                first_sent.append(time.monotonic())
+            yield block
+
+    return timed_call(lambda: client.synthesize(blocks(), seed=seed, speaker=0), info.sample_rate, first_sent)
+
+
+def generate_call(client: WaveNetClient, info: pb.ModelInfo, seconds: float, seed: int) -> dict[str, float]:
+    """One Generate of `seconds` of free-running audio; TTFA counts from the call's start."""
+    return timed_call(lambda: client.generate(seconds, seed=seed, speaker=0), info.sample_rate, [])
+
+
+def timed_call(call: Callable[[], Iterator[Chunk]], sample_rate: int, input_at: list[float]) -> dict[str, float]:
+    """Seconds of audio, wall time, real-time factor and time to first audio of one call; TTFA from input_at[0]
+    when the call has set it by its first audio, else from the call's start."""
+    started = time.monotonic()
+    first = None
+    samples = 0
+    for chunk in call():
+        if first is None and len(chunk.audio):
+            first = time.monotonic()
+        samples += len(chunk.audio)
+    wall = time.monotonic() - started
+    audio_seconds = samples / sample_rate
+    origin = input_at[0] if input_at else started
+    return {"audio_seconds": audio_seconds, "wall": wall, "rtf": audio_seconds / wall,
+            "ttfa": (first if first is not None else started + wall) - origin}
+
+
+def one_stream(address: str, method: str, seconds: float, seed: int, realtime: bool, calls: int) -> list[dict]:
+    """`calls` calls one after another on one connection (the first of the warm-up's kind)."""
     with WaveNetClient(address) as client:
         info = client.model()
-        hop = info.features.hop
-        frames = test_frames(round(seconds * info.sample_rate / hop), info.features.channels, seed)
-        pace = hop / info.sample_rate if realtime else 0.0
-        started = time.monotonic()
-        first = None
-        samples = 0
-        for chunk in client.synthesize(frame_blocks(frames, FRAMES_PER_MESSAGE, pace), seed=seed, speaker=0):
-            if first is None and len(chunk.audio):
-                first = time.monotonic() - started
-            samples += len(chunk.audio)
-        wall = time.monotonic() - started
-    audio_seconds = samples / info.sample_rate
-    return {"audio_seconds": audio_seconds, "wall": wall, "rtf": audio_seconds / wall, "ttfa": first or wall}
+        if method == "generate":
+            return [generate_call(client, info, seconds, seed + 1000 * k) for k in range(calls)]
+        return [synthesize_call(client, info, seconds, seed + 1000 * k, realtime) for k in range(calls)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=8)
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
-    p.add_argument("--realtime", action="store_true", help="pace frames like a live feed")
+    p.add_argument("--realtime", action="store_true", help="pace frames like a live feed (synthesize)")
+    p.add_argument("--method", choices=("synthesize", "generate"), default="synthesize",
+                   help="Synthesize with test frames (the vocoder) or free-running Generate")
+    p.add_argument("--calls", type=int, default=1, help="calls per stream, one after another (TTFA percentiles)")
     args = p.parse_args(argv)
+    if args.method == "generate" and args.realtime:
+        p.error("--realtime paces frames: Generate takes none")
 
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -92,27 +133,34 @@ def main(argv: list[str] | None = None) -> int:
                                "--max-streams", str(max(args.streams, 1)), "--log-level", "WARNING"], cwd=ROOT)
     try:
         wait_healthy(address, server)
-        one_stream(address, 0.2, 0, False)  # warm-up
+        one_stream(address, args.method, 0.2, 0, False, 1)  # warm-up
         started = time.monotonic()
         with ThreadPoolExecutor(args.streams) as pool:
-            results = list(pool.map(lambda i: one_stream(address, args.seconds, i + 1, args.realtime),
-                                    range(args.streams)))
+            per_stream = list(pool.map(lambda i: one_stream(address, args.method, args.seconds, i + 1, args.realtime,
+                                                            args.calls), range(args.streams)))
         wall = time.monotonic() - started
+        results = [r for calls in per_stream for r in calls]
     finally:
         server.terminate()
         server.wait(30)
     total_audio = sum(r["audio_seconds"] for r in results)
     ttfa = np.array([r["ttfa"] for r in results]) * 1000
     result = {
+        "method": args.method,
+        "paced": args.realtime,
         "streams": args.streams,
+        "calls_per_stream": args.calls,
         "seconds_per_stream": args.seconds,
         "aggregate_rtf": round(total_audio / wall, 3),
         "min_stream_rtf": round(min(r["rtf"] for r in results), 3),
         "ttfa_ms_p50": round(float(np.percentile(ttfa, 50)), 1),
+        "ttfa_ms_p90": round(float(np.percentile(ttfa, 90)), 1),
         "ttfa_ms_p99": round(float(np.percentile(ttfa, 99)), 1),
+        "ttfa_from": "the call's start" if args.method == "generate" else
+                     f"sending the first block of {FRAMES_PER_MESSAGE} frames (it covers the model's lookahead)",
     }
-    print(f"model {args.model}; {args.streams} concurrent Synthesize streams of {args.seconds:g} s "
-          f"({'paced' if args.realtime else 'unpaced'}) over loopback")
+    print(f"model {args.model}; {args.streams} concurrent {args.method.capitalize()} streams of {args.seconds:g} s"
+          f"{' (paced)' if args.realtime else ''}, {args.calls} call(s) each, over loopback")
     for key, value in result.items():
         print(f"{key:<20} {value}")
     print(json.dumps(result))

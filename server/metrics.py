@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 
 class Metrics:
-    """Active streams, samples generated, per-stream real-time factor, time to first audio, requests by outcome."""
+    """Active streams, samples generated, per-stream real-time factor, time to first audio, gaps between chunks,
+    requests by outcome."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -16,6 +17,9 @@ class Metrics:
                              ["model"], buckets=(0.25, 0.5, 1, 1.5, 2, 4, 8, 16, 32, 64), registry=self.registry)
         self.ttfa = Histogram("wavenet_time_to_first_audio_seconds", "Request start to first audio chunk", ["model"],
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=self.registry)
+        self.chunk_gap = Histogram("wavenet_chunk_gap_seconds", "Time between a call's consecutive audio chunks",
+                                   ["model"], buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+                                   registry=self.registry)
         self.requests = Counter("wavenet_requests", "Finished requests by method and status code",
                                 ["method", "code"], registry=self.registry)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.generate.reference import Generator, StreamConfig
-from server.settings import BUFFER_SECONDS, STEP_TARGET_SECONDS
+from server.settings import BUFFER_SECONDS, STEP_TARGET_SECONDS, first_chunk_samples
 
 
 class AtCapacity(RuntimeError):
@@ -34,6 +34,7 @@ class Stream:
     error: BaseException | None = None
     active_at: float = field(default_factory=time.monotonic)  # last input received, audio made or sent: idle clock
     idle: str | None = None  # why the call was ended for being idle
+    fresh: bool = True  # no audio made yet: the batch steps briefly until it has its first chunk
 
 
 class Scheduler:
@@ -52,6 +53,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator")
         self._steps = 64  # steps per batch call, adapted to STEP_TARGET_SECONDS
+        self._first_steps = first_chunk_samples(generator.cfg.sample_rate)  # while a stream waits for its first
         self._task: asyncio.Task[None] | None = None
         self._closing: list[int] = []  # closed streams whose generator slots the loop has yet to free
         self._opening = 0  # opens admitted and waiting for the lock
@@ -150,8 +152,9 @@ class Scheduler:
             async with self._lock:
                 sids = [sid for sid in sids if sid in self.streams]  # one may have closed meanwhile
                 started = time.perf_counter()
+                steps = self._steps_for(sids)
                 try:
-                    out = await loop.run_in_executor(self._executor, self.generator.generate, self._steps, sids)
+                    out = await loop.run_in_executor(self._executor, self.generator.generate, steps, sids)
                 except Exception as exc:  # noqa: BLE001 - fail these streams, keep serving the rest
                     await self._fail_one_by_one(sids, exc)
                     continue
@@ -163,8 +166,16 @@ class Scheduler:
                     self._deliver(stream, classes)
             await asyncio.sleep(0)  # let handlers run between batch steps
 
+    def _steps_for(self, sids: list[int]) -> int:
+        """Steps for this batch call: the adapted count, or, while a stream has no audio yet, just its first chunk's
+        (a new stream hears its first audio after milliseconds of work, not after a full step)."""
+        if any(self.streams[sid].fresh for sid in sids):
+            return min(self._steps, self._first_steps)
+        return self._steps
+
     def _deliver(self, stream: Stream, classes: np.ndarray) -> None:
         """Hand a stream's new classes to its reader, saying whether it now waits for input."""
+        stream.fresh = stream.fresh and len(classes) < self._first_steps
         self.samples_generated += len(classes)
         stream.buffered += len(classes)
         stream.starved = self.generator.ready(stream.sid) == 0 and not self.generator.done(stream.sid)

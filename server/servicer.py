@@ -22,7 +22,7 @@ from server import convert
 from server.loading import LoadedModel
 from server.metrics import Metrics
 from server.scheduler import AtCapacity, GenerationFailed, Stream
-from server.settings import Limits
+from server.settings import Limits, first_chunk_samples
 from wavenet.codec import Encoding, InvalidField, encode_audio, frames_of
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
@@ -44,14 +44,17 @@ class Call:
     outcome: str = "OK"
     samples: int = 0  # sent
     first_audio: float | None = None  # seconds from the call's start to its first audio sent
+    last_chunk: float = 0.0  # when the last audio chunk went out (time.monotonic())
 
 
 class Chunker:
-    """A stream's audio, decoded from classes, cut into AudioChunks of chunk_samples: full ones as they fill, the
-    rest on a flush."""
+    """A stream's audio, decoded from classes, cut into AudioChunks: full ones as they fill, the rest on a flush.
+    The first holds at most `first` samples and each next one at most twice the one before, up to chunk_samples
+    (the proto's rule): the first audio goes out as soon as a few milliseconds of it are made."""
 
-    def __init__(self, decoder: Decoder, chunk_samples: int, encoding: Encoding):
+    def __init__(self, decoder: Decoder, chunk_samples: int, encoding: Encoding, first: int):
         self.decoder, self.chunk_samples, self.encoding = decoder, chunk_samples, encoding
+        self.size = min(first, chunk_samples)  # the next full chunk's samples
         self.pending = np.zeros(0, np.float32)  # audio made: pending[sent:] is not yet sent
         self.sent = 0
         self.sequence = 0
@@ -63,14 +66,15 @@ class Chunker:
     def take(self, flush: bool) -> Iterator[pb.AudioChunk]:
         """The chunks ready: every full one, and with flush the partial one left. Each counts as sent once the
         next is asked for (so one that failed to go out is not counted)."""
-        while len(self.pending) - self.sent >= self.chunk_samples or (flush and len(self.pending) > self.sent):
-            n = min(self.chunk_samples, len(self.pending) - self.sent)
+        while len(self.pending) - self.sent >= self.size or (flush and len(self.pending) > self.sent):
+            n = min(self.size, len(self.pending) - self.sent)
             yield pb.AudioChunk(sequence=self.sequence, first_sample=self.first_sample, num_samples=n,
                                 encoding=self.encoding,
                                 audio=encode_audio(self.pending[self.sent : self.sent + n], self.encoding))
             self.sequence += 1
             self.first_sample += n
             self.sent += n
+            self.size = min(2 * self.size, self.chunk_samples)
 
     def last(self, summary: pb.Summary) -> pb.AudioChunk:
         """The closing chunk: no audio, the call's summary."""
@@ -188,7 +192,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                           context: Context) -> Chunker:
         """The stream's audio as AudioChunks, as generation makes it, until the stream ends."""
         chunker = Chunker(Decoder(model.cfg.preemphasis, model.cfg.classes, req.prime_last), req.chunk_samples,
-                          req.encoding)
+                          req.encoding, first_chunk_samples(model.cfg.sample_rate))
         while True:
             try:
                 block = await model.scheduler.read(stream)
@@ -202,9 +206,13 @@ class WaveNetService(pb_grpc.WaveNetServicer):
             # Full chunks as they fill; a partial one when nothing more can come until the client sends frames (a
             # live feed hears its audio at once) or at the end.
             for chunk in chunker.take(flush=block is None or (stream.starved and stream.chunks.empty())):
+                now = time.monotonic()
                 if call.first_audio is None:
-                    call.first_audio = time.monotonic() - call.started
+                    call.first_audio = now - call.started
                     self.metrics.ttfa.labels(call.model).observe(call.first_audio)
+                else:
+                    self.metrics.chunk_gap.labels(call.model).observe(now - call.last_chunk)
+                call.last_chunk = now
                 await _write(context, chunk)
                 stream.active_at = time.monotonic()
                 call.samples += chunk.num_samples

@@ -15,6 +15,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
 # the default is 1 stream in all.
 STREAMS_PER_CPU = {"avx512": 3, "avx2": 1}
 DEFAULT_CHUNK_SECONDS = 0.1  # audio per AudioChunk unless the request says otherwise
+FIRST_CHUNK_SECONDS = 0.01  # the first AudioChunk's audio at most; each next one up to twice the one before
 MIN_CHUNK_SECONDS = 0.005  # the shortest chunk_samples a request may ask for: a message per sample would flood the loop
 STEP_TARGET_SECONDS = 0.05  # the scheduler sizes each batch step to about this much wall time
 BUFFER_SECONDS = 3.0  # a stream stops being stepped once this much of its audio waits unread
@@ -46,3 +47,9 @@ class ServeOptions:
     tls_cert: bytes | None = None  # PEM; with tls_key, the server speaks TLS only
     tls_key: bytes | None = None
     tokens: frozenset[str] = frozenset()  # empty: no authentication
+
+
+def first_chunk_samples(sample_rate: int) -> int:
+    """The first AudioChunk's samples at most (FIRST_CHUNK_SECONDS), and the steps a stream's first batch step
+    takes, so that its first audio is made and sent within milliseconds."""
+    return max(1, round(FIRST_CHUNK_SECONDS * sample_rate))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.settings import DEFAULT_CHUNK_SECONDS, Limits
+from server.settings import DEFAULT_CHUNK_SECONDS, Limits, first_chunk_samples
 from tests.serving import LIMITS, MAX_STREAMS, RunningServer
 from tests.tiny import TINY_MEL, random_frames
 from wavenet.codec import InvalidField, decode_audio
@@ -54,11 +54,30 @@ def test_generate_streams_exact_length_in_each_encoding(stub: pb_grpc.WaveNetStu
     assert [c.sequence for c in chunks] == list(range(len(chunks)))
     assert [c.first_sample for c in chunks] == list(np.cumsum([0] + [c.num_samples for c in chunks[:-1]]))
     assert all(len(c.audio) == c.num_samples * width for c in chunks)
-    assert all(c.num_samples == 96 for c in chunks[:-2])
+    first = first_chunk_samples(RATE)  # then each chunk up to twice the one before, up to the 96 asked for
+    assert [c.num_samples for c in chunks[:-1]] == chunk_plan(800, 96, first)
     summary = chunks[-1].summary
     assert chunks[-1].HasField("summary") and not any(c.HasField("summary") for c in chunks[:-1])
     assert summary.samples == 800 and summary.seed == 3 and summary.real_time_factor > 0
     assert np.all(np.abs(audio) <= 1.0) and np.std(audio) > 0
+
+
+def chunk_plan(total: int, chunk: int, first: int) -> list[int]:
+    """The AudioChunk sizes of `total` samples made without a pause: the proto's rule."""
+    sizes, size = [], min(first, chunk)
+    while sum(sizes) < total:
+        sizes.append(min(size, total - sum(sizes)))
+        size = min(2 * size, chunk)
+    return sizes
+
+
+@pytest.mark.parametrize("chunk", [None, 40, 333])
+def test_the_audio_is_the_same_whatever_the_chunking(stub: pb_grpc.WaveNetStub, chunk: int | None) -> None:
+    request = pb.GenerateRequest(samples=900, seed=5, encoding=pb.FLOAT32, chunk_samples=chunk or 0)
+    chunks, audio = collect(stub.Generate(request))
+    assert [c.num_samples for c in chunks[:-1]] == chunk_plan(900, chunk or 160, first_chunk_samples(RATE))
+    one_chunk = pb.GenerateRequest(samples=900, seed=5, encoding=pb.FLOAT32, chunk_samples=900)
+    assert np.array_equal(audio, collect(stub.Generate(one_chunk))[1])
 
 
 def test_same_seed_same_audio_alone_and_beside_four_others(stub: pb_grpc.WaveNetStub) -> None:
@@ -130,12 +149,13 @@ def test_a_live_feed_gets_all_the_audio_its_frames_allow_without_waiting_for_a_f
         assert heard.wait(30), "the server held back the audio of the frames it had"
         yield pb.SynthesizeRequest(frames=frames_msg(frames[first:]))
 
-    chunks = []
+    chunks: list[pb.AudioChunk] = []
     for chunk in stub.Synthesize(requests(), timeout=60):
-        if chunk.num_samples:
-            heard.set()
         chunks.append(chunk)
-    assert chunks[0].num_samples == audible  # flushed the moment the stream ran out of input
+        if sum(c.num_samples for c in chunks) >= audible:
+            heard.set()  # all the audio of the first frames arrived before any more were sent
+    sizes = [c.num_samples for c in chunks]
+    assert sum(sizes[:2]) == audible and sizes[0] == first_chunk_samples(RATE)  # the first chunk, then the flush
     audio = np.concatenate([decode_audio(c.audio, c.encoding, "audio") for c in chunks])
     whole = pb.GenerateRequest(seed=3, encoding=pb.FLOAT32, features=frames_msg(frames))
     assert np.array_equal(collect(stub.Generate(whole))[1], audio)  # shorter chunks, the same audio
@@ -599,3 +619,23 @@ def test_a_model_whose_temperature_is_not_a_number_is_refused_at_start(tmp_path:
     save_checkpoint(tmp_path / "bad.pt", tiny_model("both"), {"temperature": "warm"})
     with pytest.raises(CheckpointError, match="temperature"):
         load_model(str(tmp_path / "bad.pt"), 1)
+
+
+def test_metrics_count_first_audio_chunk_gaps_and_samples(model_path: Path) -> None:
+    own = RunningServer([f"tiny={model_path}"], MAX_STREAMS, LIMITS)  # no other test's calls in its counts
+
+    def value(name: str) -> float:
+        return own.metrics.registry.get_sample_value(name, {"model": "tiny"}) or 0.0
+
+    try:
+        with grpc.insecure_channel(own.address) as channel:
+            request = pb.GenerateRequest(samples=500, seed=2, chunk_samples=64)
+            chunks, audio = collect(pb_grpc.WaveNetStub(channel).Generate(request))
+        audible = sum(1 for c in chunks if c.num_samples)
+        assert audible > 3
+        # each observed before its chunk was written: all in once the client has the last
+        assert value("wavenet_time_to_first_audio_seconds_count") == 1
+        assert value("wavenet_chunk_gap_seconds_count") == audible - 1
+        assert value("wavenet_samples_generated_total") == len(audio)
+    finally:
+        own.stop()
