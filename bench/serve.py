@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from client.api import FRAMES_PER_MESSAGE, Chunk, WaveNetClient, frame_blocks
 from server.settings import DEFAULT_MODEL
 from wavenet.v1 import wavenet_pb2 as pb
+from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,9 +116,38 @@ def one_stream(address: str, method: str, seconds: float, seed: int, realtime: b
         return [synthesize_call(client, info, seconds, seed + 1000 * k, realtime) for k in range(calls)]
 
 
+def server_capacity(metrics_port: int) -> int:
+    """The server's wavenet_max_streams (what --max-streams auto measured), read from its metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return int(float(next(line.split()[-1] for line in text.splitlines() if line.startswith("wavenet_max_streams{"))))
+
+
+def one_too_many(address: str, streams: int, metrics_port: int) -> dict[str, float | str]:
+    """Once the server holds `streams` streams, one Generate more: its status and how long the answer took."""
+    deadline = time.monotonic() + 30
+    while active_streams(metrics_port) < streams and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with grpc.insecure_channel(address) as channel:
+        started = time.monotonic()
+        try:
+            for _ in pb_grpc.WaveNetStub(channel).Generate(pb.GenerateRequest(seconds=1.0), timeout=30):
+                pass
+            code = "OK"
+        except grpc.RpcError as error:
+            code = error.code().name if isinstance(error, grpc.Call) else "?"
+    return {"code": code, "answer_ms": round(1000 * (time.monotonic() - started), 1)}
+
+
+def active_streams(metrics_port: int) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return int(sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("wavenet_active_streams{")))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--streams", type=int, default=8)
+    p.add_argument("--streams", default="8", help="concurrent streams, or auto: the server's own --max-streams auto "
+                                                  "capacity, and one caller more, who must be refused at once")
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--realtime", action="store_true", help="pace frames like a live feed (synthesize)")
@@ -126,18 +157,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.method == "generate" and args.realtime:
         p.error("--realtime paces frames: Generate takes none")
+    auto = args.streams == "auto"
+    if not auto and not (args.streams.isdigit() and int(args.streams) >= 1):
+        p.error(f"--streams: a number >= 1 or auto, got {args.streams}")
 
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "server.service", "--model", args.model, "--port", str(port),
-                               "--max-streams", str(max(args.streams, 1)), "--log-level", "WARNING"], cwd=ROOT)
+                               "--max-streams", "auto" if auto else args.streams, "--metrics-port", str(metrics_port),
+                               "--log-level", "WARNING"], cwd=ROOT)
+    refused: dict[str, float | str] = {}
     try:
         wait_healthy(address, server)
+        streams = server_capacity(metrics_port) if auto else int(args.streams)
         one_stream(address, args.method, 0.2, 0, False, 1)  # warm-up
         started = time.monotonic()
-        with ThreadPoolExecutor(args.streams) as pool:
-            per_stream = list(pool.map(lambda i: one_stream(address, args.method, args.seconds, i + 1, args.realtime,
-                                                            args.calls), range(args.streams)))
+        with ThreadPoolExecutor(streams) as pool:
+            running = [pool.submit(one_stream, address, args.method, args.seconds, i + 1, args.realtime, args.calls)
+                       for i in range(streams)]
+            if auto:
+                refused = one_too_many(address, streams, metrics_port)
+            per_stream = [f.result() for f in running]
         wall = time.monotonic() - started
         results = [r for calls in per_stream for r in calls]
     finally:
@@ -148,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "method": args.method,
         "paced": args.realtime,
-        "streams": args.streams,
+        "streams": streams,
+        "streams_from": "the server's --max-streams auto" if auto else "--streams",
         "calls_per_stream": args.calls,
         "seconds_per_stream": args.seconds,
         "aggregate_rtf": round(total_audio / wall, 3),
@@ -158,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         "ttfa_ms_p99": round(float(np.percentile(ttfa, 99)), 1),
         "ttfa_from": "the call's start" if args.method == "generate" else
                      f"sending the first block of {FRAMES_PER_MESSAGE} frames (it covers the model's lookahead)",
+        **({"one_more_caller": refused} if auto else {}),
     }
-    print(f"model {args.model}; {args.streams} concurrent {args.method.capitalize()} streams of {args.seconds:g} s"
+    print(f"model {args.model}; {streams} concurrent {args.method.capitalize()} streams of {args.seconds:g} s"
           f"{' (paced)' if args.realtime else ''}, {args.calls} call(s) each, over loopback")
     for key, value in result.items():
         print(f"{key:<20} {value}")

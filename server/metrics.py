@@ -12,6 +12,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.active = Gauge("wavenet_active_streams", "Streams being generated", ["model"], registry=self.registry)
+        self.capacity = Gauge("wavenet_max_streams", "Streams admitted at once (--max-streams, or measured at start)",
+                              ["model"], registry=self.registry)
         self.samples = Counter("wavenet_samples_generated", "Audio samples sent", ["model"], registry=self.registry)
         self.rtf = Histogram("wavenet_stream_real_time_factor", "Seconds of audio per wall second, per stream",
                              ["model"], buckets=(0.25, 0.5, 1, 1.5, 2, 4, 8, 16, 32, 64), registry=self.registry)

@@ -83,7 +83,7 @@ class Scheduler:
         arrive together cannot all pass the check and admit more than max_streams.
         """
         if len(self.streams) + self._opening >= self.max_streams:
-            raise AtCapacity(f"all {self.max_streams} streams are busy")
+            raise AtCapacity(f"all {self.max_streams} streams are busy: retry in a moment, or at another replica")
         self._opening += 1
         try:
             async with self._lock:

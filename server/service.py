@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import ssl
 import sys
+import time
 from pathlib import Path
 
-from models.cpus import default_threads
-from models.generate.compiled import engine_module
+from models.generate.compiled import engine_description
 from models.wavenet import CheckpointError
 from server.app import serve
 from server.auth import TOKENS_ENV, load_tokens
-from server.loading import load_model, model_spec, model_specs
+from server.capacity import HEADROOM, calibrate
+from server.loading import LoadedModel, load_model, model_spec, model_specs
 from server.metrics import Metrics
 from server.settings import (
     DEFAULT_HOST,
@@ -23,7 +25,6 @@ from server.settings import (
     DEFAULT_PORT,
     GRACE_SECONDS,
     MIN_MESSAGE_BYTES,
-    STREAMS_PER_CPU,
     Limits,
     ServeOptions,
 )
@@ -43,10 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "bundled model when no --model is given; a file whose name a --model has is left out")
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--max-streams", type=int, default=None,
-                   help="active streams per model (default: per CPU this process may use, by the engine this CPU "
-                        f"runs: {', '.join(f'{n} with {v}' for v, n in STREAMS_PER_CPU.items())}; else 1 in all; "
-                        "measured at the engine's default precision, bf16: with --precision fp32 set it yourself)")
+    p.add_argument("--max-streams", type=streams_flag, default=AUTO, metavar="N|auto",
+                   help="active streams per model; callers past it get RESOURCE_EXHAUSTED at once. auto (the "
+                        "default): as many as the engine keeps in real time here, measured at start-up (a second "
+                        f"or two per model, logged; {HEADROOM}x real time each in the engine alone)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (0: off)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weights of the compiled generator: bf16 is about 3x faster; auto: bf16 where the CPU has it")
@@ -78,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         for spec in specs:
             if (name := model_spec(spec)[0]) in models:  # the later would replace the earlier without a word
                 raise ValueError(f"--model {spec}: a model named {name!r} is already loaded; name it (NAME=PATH)")
-            loaded = load_model(spec, max_streams(args, engine_variant()),
+            loaded = load_model(spec, 1 if args.max_streams == AUTO else args.max_streams,
                                 None if args.precision == "auto" else args.precision)
             models[loaded.name] = loaded
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)
         return 2
+    if args.max_streams == AUTO:  # once every model has loaded: a bad one fails the start at once
+        for loaded in models.values():
+            loaded.scheduler.max_streams = measured_capacity(loaded)
     metrics = Metrics()
     try:
         if args.metrics_port:
@@ -95,20 +99,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def engine_variant() -> str:
-    """The compiled engine variant this CPU runs, or "reference" where none is built (as the start-up log names it)."""
-    module = engine_module()
-    return str(module.VARIANT) if module is not None else "reference"
+AUTO = "auto"
 
 
-def max_streams(args: argparse.Namespace, engine: str) -> int:
-    """--max-streams, or the streams per CPU that the engine keeps in real time for each CPU this process may use
-    (at least 1)."""
-    if args.max_streams is None:
-        return max(1, STREAMS_PER_CPU.get(engine, 0) * default_threads())
-    if args.max_streams < 1:
-        raise ValueError(f"--max-streams must be at least 1, got {args.max_streams}")
-    return args.max_streams
+def streams_flag(text: str) -> int | str:
+    """An argparse type: "auto", or a whole number of streams >= 1."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number of streams or auto, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def measured_capacity(model: LoadedModel) -> int:
+    """The streams the model's engine keeps in real time on this machine (server/capacity.py), logged."""
+    started = time.perf_counter()
+    streams, rates = calibrate(model.scheduler.generator)
+    rate = model.cfg.sample_rate
+    log.info(json.dumps({"event": "capacity", "model": model.name, "max_streams": streams, "headroom": HEADROOM,
+                         "real_time_factor_by_streams": {n: round(r / n / rate, 2) for n, r in sorted(rates.items())},
+                         "seconds": round(time.perf_counter() - started, 2)}))
+    if rates[1] < HEADROOM * rate:
+        log.warning(f"model {model.name}: even one stream is made at only {rates[1] / rate:.2f}x real time here "
+                    f"({engine_description(model.scheduler.generator)}): admitting 1")
+    return streams
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:

@@ -93,6 +93,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         for name, model in models.items():
             scheduler = model.scheduler
             metrics.active.labels(name).set_function(lambda s=scheduler: s.active)  # type: ignore[misc]
+            metrics.capacity.labels(name).set(scheduler.max_streams)
 
     async def ListModels(self, request: pb.ListModelsRequest | convert.Garbled,
                          context: Context) -> pb.ListModelsResponse:

@@ -9,11 +9,6 @@ from wavenet.defaults import DEFAULT_PORT, MAX_MESSAGE_BYTES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
-# The default --max-streams: streams one CPU keeps in real time with the bundled model, by the compiled engine variant
-# the CPU runs, times the CPUs the server may use (docs/operations.md; bench/serve.py --realtime on 2 cores: avx512 kept
-# 6, avx2 kept 2 and fell behind with 3). Where none keeps real time (the generic build, the PyTorch reference),
-# the default is 1 stream in all.
-STREAMS_PER_CPU = {"avx512": 3, "avx2": 1}
 DEFAULT_CHUNK_SECONDS = 0.1  # audio per AudioChunk unless the request says otherwise
 FIRST_CHUNK_SECONDS = 0.01  # the first AudioChunk's audio at most; each next one up to twice the one before
 MIN_CHUNK_SECONDS = 0.005  # the shortest chunk_samples a request may ask for: a message per sample would flood the loop

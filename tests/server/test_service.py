@@ -6,7 +6,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -463,17 +463,47 @@ def test_a_prime_becomes_the_models_classes_and_starts_the_output_filter() -> No
     assert validate(pb.GenerateRequest(samples=100), cfg, LIMITS, streamed=False, seed=0).prime_last == 0.0
 
 
-def test_max_streams_defaults_to_what_the_engine_keeps_in_real_time_and_the_flag_wins() -> None:
-    from models.cpus import default_threads
-    from server.service import engine_variant, max_streams, parse_args
+def test_max_streams_is_measured_unless_given_and_a_bad_value_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from server.service import AUTO, parse_args
 
-    assert max_streams(parse_args([]), "avx512") == 3 * default_threads()
-    assert max_streams(parse_args([]), "avx2") == default_threads()
-    assert max_streams(parse_args([]), "generic") == max_streams(parse_args([]), "reference") == 1
-    assert engine_variant() in ("avx512", "avx2", "generic", "reference")
-    assert max_streams(parse_args(["--max-streams", "5"]), "avx2") == 5
-    with pytest.raises(ValueError, match="--max-streams"):
-        max_streams(parse_args(["--max-streams", "0"]), "avx512")
+    assert parse_args([]).max_streams == AUTO and parse_args(["--max-streams", "Auto"]).max_streams == AUTO
+    assert parse_args(["--max-streams", "5"]).max_streams == 5
+    for bad in ("0", "-2", "lots"):
+        with pytest.raises(SystemExit):
+            parse_args(["--max-streams", bad])
+        assert "--max-streams" in capsys.readouterr().err
+
+
+def test_capacity_is_the_most_streams_each_kept_at_the_headroom() -> None:
+    from server.capacity import streams_kept
+
+    def engine(total: float) -> Callable[[int], float]:  # a fixed total rate shared by the streams
+        return lambda n: total if n > 1 else total / 2  # one stream alone uses half the machine
+
+    assert streams_kept(engine(200_000), 16_000, headroom=1.25)[0] == 10  # 200,000 / 10 = 20,000 = 1.25 x 16,000
+    assert streams_kept(engine(19_999 * 2), 16_000, headroom=1.25)[0] == 1
+    assert streams_kept(engine(10_000), 16_000, headroom=1.25)[0] == 1  # not even one: still 1, not 0
+    assert streams_kept(lambda n: 1e9, 16_000, most=64)[0] == 64
+    kept, measured = streams_kept(engine(200_000), 16_000, headroom=1.25)
+    assert len(measured) <= 10  # doubling then bisection, not every size
+
+
+def test_a_measured_capacity_is_used_logged_and_exported(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from server.loading import load_model
+    from server.metrics import Metrics
+    from server.service import measured_capacity
+    from server.servicer import WaveNetService
+
+    loaded = load_model(f"tiny={model_path}", 1)
+    with caplog.at_level("INFO", logger="wavenet.server"):
+        streams = measured_capacity(loaded)
+    event = json.loads(next(r.message for r in caplog.records if '"capacity"' in r.message))
+    assert event["max_streams"] == streams >= 1 and event["real_time_factor_by_streams"]["1"] > 0
+    loaded.scheduler.max_streams = streams
+    metrics = Metrics()
+    WaveNetService({"tiny": loaded}, LIMITS, metrics)
+    assert metrics.registry.get_sample_value("wavenet_max_streams", {"model": "tiny"}) == streams
 
 
 def test_the_log_level_is_taken_in_any_case_and_a_wrong_one_is_a_usage_error() -> None:
