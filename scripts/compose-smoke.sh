@@ -29,6 +29,9 @@ export WAVENET_PUBLISH_PORT=${WAVENET_PUBLISH_PORT:-50151}
 export WAVENET_PROXY_PORT=${WAVENET_PROXY_PORT:-50152}
 export WAVENET_PUBLISH_METRICS_PORT=${WAVENET_PUBLISH_METRICS_PORT:-19090}
 export WAVENET_CLIENT_USER="$(id -u):$(id -g)"
+# A fixed capacity per replica: replicas that start together on the same cores would measure each other with
+# --max-streams auto (and whatever else runs here), and this checks routing and balancing, not capacity.
+export WAVENET_MAX_STREAMS=${WAVENET_MAX_STREAMS:-4}
 WAVENET_OUT=$(mktemp -d /tmp/wavenet-smoke-out.XXXXXX)
 export WAVENET_OUT
 LOGS=$(mktemp -d /tmp/wavenet-smoke-logs.XXXXXX)
