@@ -1,9 +1,10 @@
 """`--max-streams auto`: how many streams of a model this machine keeps in real time, measured at start-up.
 
-The engine runs free-running streams in batches, as the scheduler does, for CALIBRATION_SECONDS per batch size;
-a size counts as kept when every stream of it is made HEADROOM times faster than real time. The headroom pays for
-what the measurement leaves out and shares the same cores: mel conditioning (about a tenth more work,
-docs/benchmarks.md), the event loop, gRPC and the output filter, and the machine's other load.
+The engine runs streams in batches, as the scheduler does, for CALIBRATION_SECONDS per batch size: vocoder streams
+fed test frames where the model takes frames (its conditioning and any pitch input cost as served), else
+free-running ones. A size counts as kept when every stream of it is made HEADROOM times faster than real time; the
+headroom pays for what the measurement leaves out and shares the same cores: the event loop, gRPC, the output
+filter, and the machine's other load.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from models.generate.reference import Generator, StreamConfig
 
 HEADROOM = 1.25
 CALIBRATION_SECONDS = 0.15  # per batch size measured
 MOST_STREAMS = 64  # the most a calibration admits
 STEPS_PER_CALL = 256
+FEED_SECONDS = 4.0  # of frames per vocoder stream: more than CALIBRATION_SECONDS lets any engine make
 
 
 def streams_kept(rate_of: Callable[[int], float], sample_rate: int, headroom: float = HEADROOM,
@@ -43,15 +47,24 @@ def streams_kept(rate_of: Callable[[int], float], sample_rate: int, headroom: fl
 
 
 def batch_rate(gen: Generator, streams: int, seconds: float = CALIBRATION_SECONDS) -> float:
-    """Total samples per second of `streams` free-running streams stepped together by gen.generate(), after one
-    warm-up call; the streams are closed again."""
-    sids = [gen.open(StreamConfig(seed=i)) for i in range(streams)]
+    """Total samples per second of `streams` streams stepped together by gen.generate(), after one warm-up call:
+    fed frames (FEED_SECONDS of a smooth random walk each) where the model takes them; closed again after."""
+    mel = gen.cfg.mel
+    sids = [gen.open(StreamConfig(seed=i, features=mel is not None)) for i in range(streams)]
     try:
+        if mel is not None:
+            rng = np.random.default_rng(0)
+            n_frames = round(FEED_SECONDS * mel.sample_rate / mel.hop)
+            for sid in sids:
+                gen.push_frames(sid, np.cumsum(rng.normal(scale=0.3, size=(n_frames, mel.n_mels)), axis=0) - 5.0)
         gen.generate(STEPS_PER_CALL, sids)
         made, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            made += sum(len(v) for v in gen.generate(STEPS_PER_CALL, sids).values())
-        return made / elapsed
+        while time.perf_counter() - start < seconds:
+            step = sum(len(v) for v in gen.generate(STEPS_PER_CALL, sids).values())
+            made += step
+            if step < STEPS_PER_CALL * streams:  # the frames ran out (a very fast engine): rate so far
+                break
+        return made / (time.perf_counter() - start)
     finally:
         for sid in sids:
             gen.close(sid)

@@ -95,6 +95,8 @@ def pitch_of(message: pb.FeatureFrames, cfg: WaveNetConfig, field: str) -> np.nd
         return None
     if not takes_pitch(cfg):
         raise InvalidField(f"{field}.f0_hz", "this model takes no pitch input (its ModelInfo has no pitch)")
+    if not message.f0_hz:
+        raise InvalidField(f"{field}.f0_hz", "periodicity comes only with f0_hz: give both, or f0_hz alone")
     if len(message.f0_hz) != message.num_frames:
         raise InvalidField(f"{field}.f0_hz", f"{len(message.f0_hz)} values for {message.num_frames} frames: give "
                                               "one per frame")

@@ -34,7 +34,8 @@ class Stream:
     error: BaseException | None = None
     active_at: float = field(default_factory=time.monotonic)  # last input received, audio made or sent: idle clock
     idle: str | None = None  # why the call was ended for being idle
-    fresh: bool = True  # no audio made yet: the batch steps briefly until it has its first chunk
+    made: int = 0  # samples generated so far
+    fresh: bool = True  # its first chunk is not made yet: the batch steps only that far until it is
 
 
 class Scheduler:
@@ -175,7 +176,8 @@ class Scheduler:
 
     def _deliver(self, stream: Stream, classes: np.ndarray) -> None:
         """Hand a stream's new classes to its reader, saying whether it now waits for input."""
-        stream.fresh = stream.fresh and len(classes) < self._first_steps
+        stream.made += len(classes)
+        stream.fresh = stream.made < self._first_steps
         self.samples_generated += len(classes)
         stream.buffered += len(classes)
         stream.starved = self.generator.ready(stream.sid) == 0 and not self.generator.done(stream.sid)

@@ -85,9 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"wavenet-server: {exc}", file=sys.stderr)
         return 2
-    if args.max_streams == AUTO:  # once every model has loaded: a bad one fails the start at once
-        for loaded in models.values():
-            loaded.scheduler.max_streams = measured_capacity(loaded)
+    try:
+        if args.max_streams == AUTO:  # once every model has loaded: a bad one fails the start at once
+            for loaded in models.values():
+                loaded.scheduler.max_streams = measured_capacity(loaded)
+    except (RuntimeError, ValueError) as exc:
+        print(f"wavenet-server: measuring the capacity (--max-streams auto) failed: {exc}; give --max-streams",
+              file=sys.stderr)
+        return 2
     metrics = Metrics()
     try:
         if args.metrics_port:

@@ -54,7 +54,8 @@ class Chunker:
 
     def __init__(self, decoder: Decoder, chunk_samples: int, encoding: Encoding, first: int):
         self.decoder, self.chunk_samples, self.encoding = decoder, chunk_samples, encoding
-        self.size = min(first, chunk_samples)  # the next full chunk's samples
+        self.first = min(first, chunk_samples)
+        self.size = self.first  # the next full chunk's samples
         self.pending = np.zeros(0, np.float32)  # audio made: pending[sent:] is not yet sent
         self.sent = 0
         self.sequence = 0
@@ -74,7 +75,7 @@ class Chunker:
             self.sequence += 1
             self.first_sample += n
             self.sent += n
-            self.size = min(2 * self.size, self.chunk_samples)
+            self.size = min(max(2 * n, self.first), self.chunk_samples)  # twice the one sent (a flush's may be short)
 
     def last(self, summary: pb.Summary) -> pb.AudioChunk:
         """The closing chunk: no audio, the call's summary."""

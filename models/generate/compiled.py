@@ -126,7 +126,7 @@ class FastGenerator(Generator):
         self._native_lag = bool(self.cfg.pitch_lag) and not self.cfg.pitch_harmonics
         if self._native_lag:
             assert self._excitation_weight is not None
-            config.update(pitch_lag=self.cfg.pitch_lag, sample_rate=self.cfg.sample_rate,
+            config.update(pitch_lag=self.cfg.pitch_lag, sample_rate=self.cfg.sample_rate, lag_history=self._history,
                           lag_weight=self._excitation_weight.to(torch.float32).contiguous().numpy())
         with torch.inference_mode():
             arrays = [t.detach().to(torch.float32).contiguous().numpy() for t in weights]

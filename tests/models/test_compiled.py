@@ -288,6 +288,22 @@ def test_engine_rejects_bad_arguments(variant: str) -> None:
         gen._run_chunk(states, [3, 3], bias, np.zeros(2, np.uint64), np.ones(2))
 
 
+def test_engine_refuses_a_pitch_lag_history_of_another_length(variant: str) -> None:
+    model = tiny_model("lag")
+    assert model.cfg.mel is not None
+    gen = FastGenerator(model, variant=variant)
+    sids = [gen.open(StreamConfig(seed=s, features=True)) for s in (1, 2)]
+    for sid in sids:
+        gen.push_frames(sid, random_frames(12, model.cfg.mel.n_mels))
+        gen._condition(gen.streams[sid], 4 * model.cfg.mel.hop)
+    states = [gen.streams[sid] for sid in sids]
+    assert states[0].history is not None
+    states[0].history = states[0].history[:5]  # short: the engine's ring would not reach the farthest tap
+    bias = gen._chunk_bias(states, [3, 3], 3)
+    with pytest.raises(ValueError, match="lag_history"):
+        gen._run_chunk(states, [3, 3], bias, np.zeros(2, np.uint64), np.ones(2))
+
+
 def test_make_generator_prefers_the_compiled_path() -> None:
     model = tiny_model("plain")
     assert isinstance(make_generator(model), FastGenerator)

@@ -669,3 +669,16 @@ def test_metrics_count_first_audio_chunk_gaps_and_samples(model_path: Path) -> N
         assert value("wavenet_samples_generated_total") == len(audio)
     finally:
         own.stop()
+
+
+def test_after_a_short_flush_the_next_chunk_is_at_most_twice_it() -> None:
+    from models.emphasis import Decoder
+    from server.servicer import Chunker
+
+    chunker = Chunker(Decoder(0.0, 256), chunk_samples=100, encoding=pb.FLOAT32, first=10)
+    chunker.add(np.full(75, 128))
+    assert [c.num_samples for c in chunker.take(flush=False)] == [10, 20, 40]
+    assert [c.num_samples for c in chunker.take(flush=True)] == [5]  # the stream waits for input: what there is
+    chunker.add(np.full(300, 128))
+    assert [c.num_samples for c in chunker.take(flush=False)] == [10, 20, 40, 80, 100]  # from 5: the first's floor
+    assert [c.sequence for c in chunker.take(flush=True)] == [9] and chunker.last(pb.Summary()).first_sample == 375

@@ -73,7 +73,7 @@ inline double companded(int64_t cls, int classes) {  // models/pitch.py compande
 }
 
 // What the pitch-lag taps add to the per-stream constant at position p (models/pitch.py lag_taps() and
-// Generator._added_bias, in their order of operations): out = constant + sum_j tap_j * weight_j, where tap j is the
+// Generator._added_bias, to float rounding): out = constant + sum_j tap_j * weight_j, where tap j is the
 // periodicity times the input one pitch period back, offset by j, linearly interpolated. The ring holds the inputs
 // up to sample p - 1; the taps read at least lag_reach's nearest samples back.
 inline void lag_bias(float* __restrict out, const float* __restrict constant, const Row& row, int64_t p, const ChunkArgs& a, int width) {
@@ -128,13 +128,18 @@ class Engine {
         d_.width = d_.layers * 2 * d_.g;
         if (cfg.contains("pitch_lag")) {  // the pitch-lag taps' weights (taps, width) and the sample rate
             lag_taps_ = cfg["pitch_lag"].cast<int>();
-            if (lag_taps_ < 1 || lag_taps_ > 8) throw std::invalid_argument("pitch_lag: 1 to 8 taps");
+            if (lag_taps_ < 1 || lag_taps_ > 7 || lag_taps_ % 2 == 0)
+                throw std::invalid_argument("pitch_lag: an odd number of taps, at most 7");
             auto w = cfg["lag_weight"].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
             if (w.ndim() != 2 || w.shape(0) != lag_taps_ || w.shape(1) != d_.width)
                 throw std::invalid_argument("lag_weight: (pitch_lag, width)");
             lag_weight_.assign(w.data(), w.data() + w.size());
             sample_rate_ = cfg["sample_rate"].cast<double>();
             if (!(sample_rate_ > 0)) throw std::invalid_argument("sample_rate: > 0");
+            lag_history_ = cfg["lag_history"].cast<int64_t>();  // inputs kept per stream: reaches the farthest tap
+            if (lag_history_ < 1) throw std::invalid_argument("lag_history: >= 1");
+            ring_size_ = 1;
+            while (ring_size_ < lag_history_ + 1) ring_size_ *= 2;  // the history and the chunk's current input
         }
         const int L = d_.layers, R = d_.r, G = d_.g, S = d_.s, C = d_.classes;
         // weights: embed, then per layer past, current, gate_bias, out, out_bias, then head1, head1_bias, head2,
@@ -287,12 +292,10 @@ class Engine {
                 const int64_t last_needed = (t.at(i) + counts.at(i) - 1) / hop - frame_off[i] + 1;
                 if (counts.at(i) > 0 && last_needed >= p.shape(0))
                     throw std::invalid_argument("lag: pitch rows do not cover the stream's samples");
-                if (h.ndim() != 1) throw std::invalid_argument("lag: history (n,)");
-                const int64_t n_hist = h.shape(0);
-                int64_t size = 1;
-                while (size < n_hist + 1) size *= 2;
-                if (args.ring_mask == 0) args.ring_mask = size - 1;
-                if (args.ring_mask != size - 1) throw std::invalid_argument("lag: histories of one length");
+                if (h.ndim() != 1 || h.shape(0) != lag_history_)
+                    throw std::invalid_argument("lag: a history of lag_history inputs per stream");
+                const int64_t n_hist = lag_history_, size = ring_size_;
+                args.ring_mask = size - 1;
                 // history k is the input of position t - n + k: sample t - n - 1 + k; last is sample t - 1
                 rings[i].assign(size, 0.0);
                 for (int64_t k = 0; k < n_hist; ++k) {
@@ -488,6 +491,7 @@ class Engine {
     Dims d_{};
     bool bf16_ = false;
     int lag_taps_ = 0;
+    int64_t lag_history_ = 0, ring_size_ = 0;
     std::vector<float> lag_weight_;
     double sample_rate_ = 0.0;
     std::vector<int64_t> dilations_;
