@@ -34,8 +34,7 @@ class Stream:
     error: BaseException | None = None
     active_at: float = field(default_factory=time.monotonic)  # last input received, audio made or sent: idle clock
     idle: str | None = None  # why the call was ended for being idle
-    made: int = 0  # samples generated so far
-    fresh: bool = True  # its first chunk is not made yet: the batch steps only that far until it is
+    made: int = 0  # samples generated so far: a new stream's steps ramp up from its first chunk (_steps_for)
 
 
 class Scheduler:
@@ -54,7 +53,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator")
         self._steps = 64  # steps per batch call, adapted to STEP_TARGET_SECONDS
-        self._first_steps = first_chunk_samples(generator.cfg.sample_rate)  # while a stream waits for its first
+        self._first_steps = first_chunk_samples(generator.cfg.sample_rate)  # a new stream's first step
         self._task: asyncio.Task[None] | None = None
         self._closing: list[int] = []  # closed streams whose generator slots the loop has yet to free
         self._opening = 0  # opens admitted and waiting for the lock
@@ -168,16 +167,15 @@ class Scheduler:
             await asyncio.sleep(0)  # let handlers run between batch steps
 
     def _steps_for(self, sids: list[int]) -> int:
-        """Steps for this batch call: the adapted count, or, while a stream has no audio yet, just its first chunk's
-        (a new stream hears its first audio after milliseconds of work, not after a full step)."""
-        if any(self.streams[sid].fresh for sid in sids):
-            return min(self._steps, self._first_steps)
-        return self._steps
+        """Steps for this batch call: the adapted count, but while a stream is new, as many as it has made so far
+        (its first chunk's at first): its first audio comes after milliseconds of work, and what it has made
+        stays ahead of a listener who starts playing it at once, as the steps double up to the adapted count."""
+        ramp = [max(self._first_steps, s.made) for s in map(self.streams.__getitem__, sids) if s.made < self._steps]
+        return min([self._steps, *ramp])
 
     def _deliver(self, stream: Stream, classes: np.ndarray) -> None:
         """Hand a stream's new classes to its reader, saying whether it now waits for input."""
         stream.made += len(classes)
-        stream.fresh = stream.made < self._first_steps
         self.samples_generated += len(classes)
         stream.buffered += len(classes)
         stream.starved = self.generator.ready(stream.sid) == 0 and not self.generator.done(stream.sid)
