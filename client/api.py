@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -39,15 +41,52 @@ class Pitched(NamedTuple):
     periodicity: np.ndarray | None = None
 
 
+# How a client spreads its calls over the replicas a target names, and fails over (docs/api.md holds the same JSON
+# for other languages): round_robin over every address, and a call refused before any response (a full replica's
+# RESOURCE_EXHAUSTED, a draining one's UNAVAILABLE) tried again on the next, up to 4 attempts in all.
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "wavenet.v1.WaveNet"}],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]},
+    }],
+}
+
+
+def channel_target(target: str) -> str:
+    """The gRPC target for a server address: as given (host:port, dns:///name:port, ipv4:..., unix:...), or, for
+    several comma-separated host:port addresses, each resolved once to an IP address, as an ipv4: or ipv6: list."""
+    if "," not in target or "://" in target or target.startswith(("ipv4:", "ipv6:", "unix:")):
+        return target
+    resolved = []
+    for address in (a.strip() for a in target.split(",")):
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError(f"server: {address!r} is not host:port")
+        family, *_, sockaddr = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+        resolved.append((family, f"[{sockaddr[0]}]:{port}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{port}"))
+    families = {family for family, _ in resolved}
+    if len(families) != 1:
+        raise ValueError(f"server: {target!r} mixes IPv4 and IPv6 addresses; give one kind")
+    scheme = "ipv6" if families == {socket.AF_INET6} else "ipv4"
+    return f"{scheme}:{','.join(address for _, address in resolved)}"
+
+
 class WaveNetClient:
-    """A connection to a wavenet-server."""
+    """A connection to one wavenet-server or several: calls are spread round-robin over the addresses the target
+    names (dns:///name:port, every address the name resolves to; or host:port,host:port,...) and a call a replica
+    refuses before answering (full, or draining) is tried on the next (SERVICE_CONFIG)."""
 
     def __init__(self, target: str = f"localhost:{DEFAULT_PORT}", timeout: float | None = None, *,
                  tls: bool = False, ca: bytes | None = None, token: str | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES):
         """tls: verify the server against ca (PEM; None: the system roots); token: sent as a bearer token."""
+        target = channel_target(target)
         options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+                   ("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.enable_retries", 1),
+                   ("grpc.service_config", json.dumps(SERVICE_CONFIG))]
         if tls or ca is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=ca)
             self.channel = grpc.secure_channel(target, credentials, options=options)

@@ -211,7 +211,9 @@ def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     p.add_argument("--server", default=default(f"localhost:{DEFAULT_PORT}"),
-                   help=f"host:port of the wavenet-server (default localhost:{DEFAULT_PORT})")
+                   help=f"host:port of the wavenet-server (default localhost:{DEFAULT_PORT}); or several: "
+                        "dns:///name:port or host:port,host:port,... (calls spread round-robin, a refused one tried "
+                        "on the next)")
     p.add_argument("--timeout", type=timeout, default=default(None), help="deadline per call, seconds")
     p.add_argument("--quiet", action="store_true", default=default(False), help="no progress bar or report")
     p.add_argument("--tls", action="store_true", default=default(False),
@@ -262,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"wavenet-client: cannot read --ca {args.ca}: {exc.strerror}", file=sys.stderr)
         return 2
-    with WaveNetClient(args.server, timeout=args.timeout, tls=args.tls, ca=ca, token=args.token) as client:
+    try:
+        client = WaveNetClient(args.server, timeout=args.timeout, tls=args.tls, ca=ca, token=args.token)
+    except (ValueError, OSError) as exc:  # an address that does not parse or resolve
+        print(f"wavenet-client: {exc}", file=sys.stderr)
+        return 2
+    with client:
         try:
             return commands[args.command](client, args)
         except BadFile as exc:

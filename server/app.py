@@ -29,6 +29,9 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     grpc_options = [("grpc.max_receive_message_length", limits.max_message_bytes),
                     ("grpc.max_send_message_length", limits.max_message_bytes),
                     ("grpc.so_reuseport", 0)]  # on by default: a second server on a taken port shared its calls
+    if options.max_connection_age > 0:  # clients reconnect (and re-resolve) in time; a live stream is never cut
+        grpc_options += [("grpc.max_connection_age_ms", round(1000 * options.max_connection_age)),
+                         ("grpc.max_connection_age_grace_ms", 2**31 - 1)]
     interceptors = [TokenAuth(options.tokens)] if options.tokens else []
     server = grpc.aio.server(options=grpc_options, interceptors=interceptors)
     add_service(WaveNetService(models, limits, metrics), server)

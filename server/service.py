@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weights of the compiled generator: bf16 is about 3x faster; auto: bf16 where the CPU has it")
     p.add_argument("--grace", type=float, default=GRACE_SECONDS, help="seconds to let streams finish on SIGTERM")
+    p.add_argument("--max-connection-age", type=float, default=0.0, metavar="SECONDS",
+                   help="ask each client connection to reconnect after this long (0, the default: never), so "
+                        "clients that resolve a name with several replicas find new ones; live streams run on")
     defaults = Limits()
     p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="audio per request")
     p.add_argument("--max-frames", type=int, default=defaults.max_frames, help="feature frames per request")
@@ -147,6 +150,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
          f">= {MIN_MESSAGE_BYTES}"),
         ("--idle-seconds", args.idle_seconds, args.idle_seconds > 0, "> 0"),
         ("--grace", args.grace, 0 <= args.grace < math.inf, "a finite number >= 0"),
+        ("--max-connection-age", args.max_connection_age, 0 <= args.max_connection_age < math.inf,
+         "a finite number >= 0 (0: off)"),
     ):
         if not ok:  # NaN fails every rule
             raise ValueError(f"{flag} must be {rule}, got {value}")
@@ -161,7 +166,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
     limits = Limits(max_seconds=args.max_seconds, max_frames=args.max_frames, max_message_bytes=args.max_message_bytes,
                     idle_seconds=args.idle_seconds)
     return ServeOptions(host=args.host, port=args.port, limits=limits, grace=args.grace, tls_cert=tls_cert,
-                        tls_key=tls_key, tokens=load_tokens(args.tokens_file))
+                        tls_key=tls_key, tokens=load_tokens(args.tokens_file),
+                        max_connection_age=args.max_connection_age)
 
 
 if __name__ == "__main__":

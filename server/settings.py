@@ -42,6 +42,7 @@ class ServeOptions:
     tls_cert: bytes | None = None  # PEM; with tls_key, the server speaks TLS only
     tls_key: bytes | None = None
     tokens: frozenset[str] = frozenset()  # empty: no authentication
+    max_connection_age: float = 0.0  # seconds before a client connection is asked to reconnect (0: never)
 
 
 def first_chunk_samples(sample_rate: int) -> int:
