@@ -16,10 +16,11 @@ from models.generate.compiled import engine_description
 from server.auth import TokenAuth
 from server.loading import LoadedModel
 from server.metrics import Metrics
-from server.servicer import SERVICE_NAME, WaveNetService, add_service
+from server.servicer import ABORT_SECONDS, SERVICE_NAME, WaveNetService, add_service
 from server.settings import ServeOptions
 
 log = logging.getLogger("wavenet.server")
+END_SECONDS = ABORT_SECONDS + 1.0  # after the grace: how long the streams still running have to say UNAVAILABLE
 
 
 async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: Metrics,
@@ -34,7 +35,8 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
                          ("grpc.max_connection_age_grace_ms", 2**31 - 1)]
     interceptors = [TokenAuth(options.tokens)] if options.tokens else []
     server = grpc.aio.server(options=grpc_options, interceptors=interceptors)
-    add_service(WaveNetService(models, limits, metrics), server)
+    servicer = WaveNetService(models, limits, metrics)
+    add_service(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -69,8 +71,17 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
         on_ready(bound)
     await stop.wait()
     log.info(json.dumps({"event": "draining", "grace_seconds": options.grace}))
+    # New calls are refused with UNAVAILABLE before any answer, which a client retries at another replica; running
+    # streams have the grace to finish, and those still running then end with UNAVAILABLE too. Only then does gRPC
+    # stop, cancelling whatever could not say so within END_SECONDS.
+    servicer.draining = True
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(options.grace)
+    deadline = loop.time() + options.grace
+    while any(model.scheduler.active for model in models.values()) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    for model in models.values():
+        model.scheduler.shut_down()
+    await server.stop(END_SECONDS)
     for model in models.values():
         await model.scheduler.stop()
 

@@ -17,6 +17,10 @@ class AtCapacity(RuntimeError):
     """Every stream slot is taken."""
 
 
+class ShuttingDown(RuntimeError):
+    """The server is stopping and this stream did not finish within the grace."""
+
+
 class GenerationFailed(RuntimeError):
     """Making this stream's audio failed on the server's side: the generator raised stepping it, or reading its
     input did."""
@@ -116,6 +120,12 @@ class Scheduler:
         stream.buffered -= len(block)
         self._wake.set()
         return block
+
+    def shut_down(self) -> None:
+        """End every stream still running with ShuttingDown (the server's grace is over)."""
+        for stream in self.streams.values():
+            _finish(stream, ShuttingDown("the server is shutting down and this stream ran past its grace: retry "
+                                         "the rest elsewhere"))
 
     def fail(self, stream: Stream, error: BaseException) -> None:
         """End the stream with an error its reader will raise."""

@@ -21,7 +21,7 @@ from models.generate.reference import frames_cover_prime
 from server import convert
 from server.loading import LoadedModel
 from server.metrics import Metrics
-from server.scheduler import AtCapacity, GenerationFailed, Stream
+from server.scheduler import AtCapacity, GenerationFailed, ShuttingDown, Stream
 from server.settings import Limits, first_chunk_samples
 from wavenet.codec import Encoding, InvalidField, encode_audio, frames_of
 from wavenet.v1 import wavenet_pb2 as pb
@@ -88,6 +88,7 @@ class WaveNetService(pb_grpc.WaveNetServicer):
 
     def __init__(self, models: dict[str, LoadedModel], limits: Limits, metrics: Metrics):
         self.models = models
+        self.draining = False  # set on SIGTERM: new calls are refused with UNAVAILABLE
         self.default = next(iter(models))
         self.limits = limits
         self.metrics = metrics
@@ -155,6 +156,8 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                          feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled] | None,
                          ) -> tuple[LoadedModel, convert.Request, int]:
         """The model asked for, the request checked against it, and the seed (drawn if none was given)."""
+        if self.draining:
+            raise _Abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down: retry at another replica")
         if isinstance(request, convert.Garbled):
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem()}")
         if request is None:
@@ -203,11 +206,15 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             except GenerationFailed as exc:
                 raise _Abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}") from None
+            except ShuttingDown as exc:
+                raise _Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
             if block is not None:
                 chunker.add(block)
             # Full chunks as they fill; a partial one when nothing more can come until the client sends frames (a
             # live feed hears its audio at once) or at the end.
             for chunk in chunker.take(flush=block is None or (stream.starved and stream.chunks.empty())):
+                if isinstance(stream.error, ShuttingDown):  # the grace is over: not the rest of what was made
+                    raise _Abort(grpc.StatusCode.UNAVAILABLE, str(stream.error))
                 now = time.monotonic()
                 if call.first_audio is None:
                     call.first_audio = now - call.started

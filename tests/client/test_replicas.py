@@ -114,3 +114,30 @@ def test_a_stream_outlives_the_servers_connection_age(model_path: Path) -> None:
             assert sum(len(c.audio) for c in client.generate(samples=100)) == 100  # and the next call reconnects
     finally:
         aged.stop()
+
+
+def test_a_replica_drained_mid_run_loses_nothing_and_new_calls_go_to_the_others(model_path: Path) -> None:
+    replicas = [RunningServer([f"tiny={model_path}"], 6, LIMITS, grace=0.5) for _ in range(3)]
+    leaving = replicas[0]
+    try:
+        target = ",".join(s.address for s in replicas)
+        with WaveNetClient(target) as client:
+            def call(seed: int) -> tuple[int, str]:
+                try:
+                    return sum(len(c.audio) for c in client.generate(samples=3000, seed=seed)), "OK"
+                except grpc.RpcError as error:
+                    return -1, error.code().name if isinstance(error, grpc.Call) else "?"
+
+            with ThreadPoolExecutor(9) as pool:
+                first = [pool.submit(call, seed) for seed in range(9)]
+                wait_for(lambda: leaving.models["tiny"].scheduler.active > 0)
+                threading.Thread(target=leaving.stop).start()  # SIGTERM's path: refuse new calls, drain, stop
+                wait_for(lambda: leaving.models["tiny"].scheduler.active == 0)
+                after = [call(100 + seed) for seed in range(6)]  # while and after it drains: the others serve
+                outcomes = [f.result() for f in first]
+        # every stream either finished whole or (cut by the drain's end) said UNAVAILABLE; nothing else failed
+        assert all(n == 3000 or (n == -1 and code == "UNAVAILABLE") for n, code in outcomes), outcomes
+        assert after == [(3000, "OK")] * 6
+    finally:
+        for server in replicas[1:]:
+            server.stop()
