@@ -21,6 +21,7 @@ serve() {
     flag WAVENET_MAX_STREAMS --max-streams
     flag WAVENET_METRICS_PORT --metrics-port
     flag WAVENET_GRACE --grace
+    flag WAVENET_MAX_CONNECTION_AGE --max-connection-age
     flag WAVENET_MAX_SECONDS --max-seconds
     flag WAVENET_MAX_FRAMES --max-frames
     flag WAVENET_MAX_MESSAGE_BYTES --max-message-bytes
