@@ -1,7 +1,10 @@
-"""Soak: for N minutes, 2 x --max-streams clients of mixed behaviour against a live server; then report outcomes,
-exact lengths, INTERNAL/UNKNOWN errors, the server's ERROR log lines, server memory and the active-streams gauge.
+"""Soak: for N minutes, 2 x --max-streams clients of mixed behaviour against live servers (--replicas of them, each
+with --max-streams; the clients spread over them round-robin and retry a refusal on another, as client/api.py's
+service config says); then report outcomes, exact lengths, INTERNAL/UNKNOWN errors, the servers' ERROR log lines,
+their memory, the calls each served and the active-streams gauge.
 
-Prints a table, then one JSON line. Run: python bench/soak.py --minutes 10 [--max-streams 8] [--model PATH]
+Prints a table, then one JSON line. Run: python bench/soak.py --minutes 10 [--max-streams 8] [--replicas 3]
+[--model PATH]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import grpc
 import numpy as np
 
 from bench.serve import free_port, wait_healthy
+from client.api import SERVICE_CONFIG, channel_target
 from server.settings import DEFAULT_MODEL
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
@@ -75,7 +79,8 @@ def client_loop(address: str, info: pb.ModelInfo, until: float, seed: int, tally
     rng = random.Random(seed)
     rate = info.sample_rate
     hop = info.features.hop if info.HasField("features") else 0
-    with grpc.insecure_channel(address) as channel:
+    options = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(SERVICE_CONFIG))]
+    with grpc.insecure_channel(channel_target(address), options=options) as channel:
         stub = pb_grpc.WaveNetStub(channel)
         while time.monotonic() < until:
             behaviour = rng.choice(BEHAVIOURS if hop else tuple(b for b in BEHAVIOURS if b != "vocode"))
@@ -127,23 +132,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=1.0)
     p.add_argument("--max-streams", type=int, default=8)
     p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--replicas", type=int, default=1, help="servers, each with --max-streams; clients: 2 x one's")
     args = p.parse_args(argv)
 
-    port, metrics_port = free_port(), free_port()
-    address = f"127.0.0.1:{port}"
-    server_log = tempfile.TemporaryFile("w+")
-    server = subprocess.Popen([sys.executable, "-m", "server.service", "--model", args.model, "--port", str(port),
-                               "--max-streams", str(args.max_streams), "--metrics-port", str(metrics_port),
-                               "--log-level", "WARNING"], cwd=ROOT, stderr=server_log)
+    ports = [(free_port(), free_port()) for _ in range(args.replicas)]
+    logs = [tempfile.TemporaryFile("w+") for _ in ports]
+    servers = [subprocess.Popen([sys.executable, "-m", "server.service", "--model", args.model, "--port", str(port),
+                                 "--max-streams", str(args.max_streams), "--metrics-port", str(metrics_port),
+                                 "--log-level", "WARNING"], cwd=ROOT, stderr=log)
+               for (port, metrics_port), log in zip(ports, logs)]
+    address = ",".join(f"127.0.0.1:{port}" for port, _ in ports)
     try:
-        try:
-            wait_healthy(address, server)
-        except (RuntimeError, TimeoutError):
-            server_log.seek(0)
-            sys.stderr.write(server_log.read())  # the server's reason
-            raise
-        rss_start = rss_mb(server.pid)
-        with grpc.insecure_channel(address) as channel:
+        for (port, _), server, log in zip(ports, servers, logs):
+            try:
+                wait_healthy(f"127.0.0.1:{port}", server)
+            except (RuntimeError, TimeoutError):
+                log.seek(0)
+                sys.stderr.write(log.read())  # the server's reason
+                raise
+        rss_start = [rss_mb(server.pid) for server in servers]
+        with grpc.insecure_channel(f"127.0.0.1:{ports[0][0]}") as channel:
             info = pb_grpc.WaveNetStub(channel).ListModels(pb.ListModelsRequest()).models[0]
         tally = Tally()
         started = time.monotonic()
@@ -153,19 +161,25 @@ def main(argv: list[str] | None = None) -> int:
         for c in clients:
             c.start()
         time.sleep(min(60.0, 0.2 * 60 * args.minutes))
-        rss_warm = rss_mb(server.pid)
+        rss_warm = [rss_mb(server.pid) for server in servers]
         for c in clients:
             c.join()
         time.sleep(1.0)
-        alive = server.poll() is None  # a server that died is the finding: report it, do not crash on it
-        active_after = active_streams(metrics_port) if alive else None
-        rss_end = rss_mb(server.pid) if alive else None
+        alive = all(server.poll() is None for server in servers)  # a server that died is the finding: report it
+        active_after = sum(active_streams(m) for _, m in ports) if alive else None
+        served = [calls_served(m) for _, m in ports] if alive else None
+        rss_end = [rss_mb(server.pid) for server in servers] if alive else None
     finally:
-        server.terminate()
-        server.wait(60)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(60)
     internal = tally.codes.get("INTERNAL", 0) + tally.codes.get("UNKNOWN", 0)
-    server_log.seek(0)
-    errors = error_lines(server_log.read())
+    errors = []
+    for log in logs:
+        log.seek(0)
+        errors += error_lines(log.read())
+    growth = [end / warm - 1 for end, warm in zip(rss_end or [], rss_warm) if end and warm]
     result = {
         "minutes": args.minutes,
         "clients": 2 * args.max_streams,
@@ -174,21 +188,30 @@ def main(argv: list[str] | None = None) -> int:
         "by_code": dict(sorted(tally.codes.items())),
         "internal_errors": internal,
         "server_error_logs": len(errors),
-        "rss_mb_start": rounded(rss_start, 1),
-        "rss_mb_warm": rounded(rss_warm, 1),
-        "rss_mb_end": rounded(rss_end, 1),
-        "rss_growth_after_warmup": rounded(rss_end / rss_warm - 1 if rss_end and rss_warm else None, 3),
+        "replicas": args.replicas,
+        "calls_served_by_replica": served,
+        "rss_mb_start": [rounded(r, 1) for r in rss_start],
+        "rss_mb_warm": [rounded(r, 1) for r in rss_warm],
+        "rss_mb_end": None if rss_end is None else [rounded(r, 1) for r in rss_end],
+        "rss_growth_after_warmup": rounded(max(growth), 3) if growth else None,  # the largest of any replica
         "active_after": active_after,
         "server_alive_at_end": alive,
     }
-    print(f"soak: {args.minutes:g} min, {2 * args.max_streams} clients, --max-streams {args.max_streams}, "
-          f"model {args.model}")
+    print(f"soak: {args.minutes:g} min, {2 * args.max_streams} clients, {args.replicas} replica(s) with --max-streams "
+          f"{args.max_streams}, model {args.model}")
     for key, value in result.items():
         print(f"{key:<26} {value}")
     for line, count in Counter(errors).most_common(5):
         print(f"  {count} x {line[:160]}")
     print(json.dumps(result))
     return 0 if alive and internal == 0 and not errors and tally.wrong_length == 0 and active_after == 0 else 1
+
+
+def calls_served(metrics_port: int) -> float:
+    """Calls a server finished OK, by its metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("wavenet_requests_total{") and 'code="OK"' in line)
 
 
 def rounded(value: float | None, digits: int) -> float | None:

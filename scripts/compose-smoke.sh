@@ -238,10 +238,34 @@ compose logs --no-color proxy 2>/dev/null | grep -o 'POST /wavenet.v1.WaveNet/[A
 [ "$busy" -ge 2 ] || fail "only $busy replica(s) served streams"
 [ "$burst_on" -ge 2 ] || fail "the $BURST streams of one connection all went to one replica"
 
+# Client-side balancing with no proxy, as in-cluster callers of a headless Service do: the service name resolves to
+# every replica (compose's DNS), and the client's round_robin (client/api.py SERVICE_CONFIG) spreads its calls.
+DNS_CALLS=$(( 2 * REPLICAS ))
+step "scaled profile: $DNS_CALLS calls by dns:///replica:50051 (round_robin, no proxy)"
+before=($(per_replica))
+WAVENET_SERVER=dns:///replica:50051 compose run --rm -T --entrypoint python client -c "
+import os, sys
+from client.api import WaveNetClient
+with WaveNetClient(os.environ['WAVENET_SERVER']) as c:
+    got = [sum(len(chunk.audio) for chunk in c.generate($SECONDS_AUDIO, seed=200 + i)) for i in range($DNS_CALLS)]
+print('samples per call:', got)
+sys.exit(0 if min(got) > 0 and len(set(got)) == 1 else 1)
+" || fail "the calls by DNS"
+after=($(per_replica))
+dns_summary=()
+i=0
+for id in $replicas; do
+    name=$(docker inspect -f '{{.Name}}' "$id" | tr -d /)
+    dns_summary+=("$name: $(( after[i] - before[i] ))")
+    [ $(( after[i] - before[i] )) -gt 0 ] || fail "replica $name served none of the $DNS_CALLS calls by DNS"
+    i=$((i + 1))
+done
+printf 'calls by DNS per replica: %s\n' "$(IFS=,; echo "${dns_summary[*]}")"
+
 step "tear down"
 compose down --remove-orphans -t 20
 trap - EXIT
 rm -rf "$WAVENET_OUT" "$LOGS"
-printf '\nPASS in %s s: base image %s s, build %s s; %s %s; single server and %s replicas behind nginx (%s)\n' \
+printf '\nPASS in %s s: base image %s s, build %s s; %s %s; single server and %s replicas behind nginx (%s); by DNS, round_robin (%s)\n' \
     "$(( $(date +%s) - START ))" "$BASE_SECONDS" "$BUILD_SECONDS" "$IMAGE" "$(mb "$IMAGE")" "$REPLICAS" \
-    "$(IFS=,; echo "${summary[*]}")"
+    "$(IFS=,; echo "${summary[*]}")" "$(IFS=,; echo "${dns_summary[*]}")"
