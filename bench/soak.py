@@ -59,13 +59,16 @@ class Tally:
         self.codes: Counter[str] = Counter()
         self.completed = 0
         self.wrong_length = 0
+        self.wrong: list[str] = []  # the first few calls of the wrong length, for the report
 
-    def add(self, code: str, expected: int | None = None, got: int | None = None) -> None:
+    def add(self, code: str, expected: int | None = None, got: int | None = None, behaviour: str = "") -> None:
         with self.lock:
             self.codes[code] += 1
             if code == "OK" and expected is not None:
                 self.completed += 1
                 self.wrong_length += int(got != expected)
+                if got != expected:
+                    self.wrong.append(f"{behaviour}: {got} samples, {expected} asked")
 
 
 def frames(n: int, channels: int, rng: random.Random) -> Iterator[pb.SynthesizeRequest]:
@@ -120,7 +123,7 @@ def client_loop(address: str, info: pb.ModelInfo, until: float, seed: int, tally
                     got = sum(c.num_samples for c in stub.Generate(bad(), timeout=60))
                 else:
                     got = sum(c.num_samples for c in stub.Generate(request, timeout=120))
-                tally.add("OK", expected, got)
+                tally.add("OK", expected, got, behaviour)
             except grpc.RpcError as error:
                 tally.add(error.code().name)
                 if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.max_streams}, model {args.model}")
     for key, value in result.items():
         print(f"{key:<26} {value}")
+    for wrong in tally.wrong[:5]:
+        print(f"  wrong length: {wrong}")
     for line, count in Counter(errors).most_common(5):
         print(f"  {count} x {line[:160]}")
     print(json.dumps(result))
