@@ -70,13 +70,19 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     if on_ready is not None:
         on_ready(bound)
     await stop.wait()
-    log.info(json.dumps({"event": "draining", "grace_seconds": options.grace}))
-    # New calls are refused with UNAVAILABLE before any answer, which a client retries at another replica; running
-    # streams have the grace to finish, and those still running then end with UNAVAILABLE too. Only then does gRPC
-    # stop, cancelling whatever could not say so within END_SECONDS.
+    await drain(server, servicer, health_servicer, models, options.grace)
+
+
+async def drain(server: grpc.aio.Server, servicer: WaveNetService, health_servicer: health.aio.HealthServicer,
+                models: dict[str, LoadedModel], grace: float) -> None:
+    """New calls are refused with UNAVAILABLE before any answer, which a client retries at another replica; running
+    streams have the grace to finish, and those still running then end with UNAVAILABLE too. Only then does gRPC
+    stop, cancelling whatever could not say so within END_SECONDS."""
+    log.info(json.dumps({"event": "draining", "grace_seconds": grace}))
     servicer.draining = True
     await health_servicer.enter_graceful_shutdown()
-    deadline = loop.time() + options.grace
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
     while any(model.scheduler.active for model in models.values()) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     for model in models.values():
