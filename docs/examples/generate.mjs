@@ -102,13 +102,13 @@ function fail(message) {
   process.exit(1);
 }
 
-const session = http2.connect(`http://${address}`);
-session.on("error", (err) => fail(`${address}: ${err.message}`));
+const connection = http2.connect(`http://${address}`);
+connection.on("error", (err) => fail(`${address}: ${err.message}`));
 
 const headers = { ":method": "POST", ":path": "/wavenet.v1.WaveNet/Generate", "content-type": "application/grpc",
   "te": "trailers" };
 if (process.env.WAVENET_TOKEN) headers.authorization = `Bearer ${process.env.WAVENET_TOKEN}`;
-const call = session.request(headers);
+const call = connection.request(headers);
 call.end(frame(encodeGenerateRequest(Number(secondsArg), 1, PCM16))); // unary request: one message, then done
 
 let status = null; // grpc-status and grpc-message come in the trailers, or in the headers when no message came
@@ -133,7 +133,7 @@ call.on("data", (data) => {
 });
 call.on("error", (err) => fail(err.message));
 call.on("close", () => {
-  session.close();
+  connection.close();
   if (status === null) fail("the call ended without a grpc-status");
   const code = Number(status["grpc-status"]);
   if (code !== 0) {
