@@ -38,6 +38,8 @@ def replicas(model_path: Path, request: pytest.FixtureRequest) -> Iterator[list[
 def test_calls_spread_over_every_replica(replicas: list[RunningServer]) -> None:
     target = ",".join(s.address for s in replicas)
     with WaveNetClient(target) as client, ThreadPoolExecutor(12) as pool:
+        for _ in range(6):  # round_robin picks among connected replicas: let every connection come up first
+            client.models()
         lengths = list(pool.map(lambda seed: sum(len(c.audio) for c in client.generate(samples=400, seed=seed)),
                                 range(12)))
     assert lengths == [400] * 12
