@@ -119,17 +119,23 @@ def one_stream(address: str, method: str, seconds: float, seed: int, realtime: b
         return [synthesize_call(client, info, seconds, seed + 1000 * k, realtime) for k in range(calls)]
 
 
-def server_capacity(metrics_port: int) -> int:
-    """The server's wavenet_max_streams (what --max-streams auto measured), read from its metrics."""
+def metric(metrics_port: int, name: str, where: str = "") -> float:
+    """The sum of a server's samples of metric `name` (those whose labels contain `where`), from its /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    return int(float(next(line.split()[-1] for line in text.splitlines() if line.startswith("wavenet_max_streams{"))))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and where in line)
+
+
+def server_capacity(metrics_port: int) -> int:
+    """The server's wavenet_max_streams (what --max-streams auto measured)."""
+    return int(metric(metrics_port, "wavenet_max_streams"))
 
 
 def one_too_many(address: str, streams: int, metrics_port: int) -> dict[str, float | str]:
     """Once the server holds `streams` streams, one Generate more: its status and how long the answer took
     (connecting included); code "not full" if the server never held them all."""
     deadline = time.monotonic() + 30
-    while active_streams(metrics_port) < streams:
+    while metric(metrics_port, "wavenet_active_streams") < streams:
         if time.monotonic() > deadline:
             return {"code": "not full", "answer_ms": 0.0}
         time.sleep(0.01)
@@ -142,12 +148,6 @@ def one_too_many(address: str, streams: int, metrics_port: int) -> dict[str, flo
         except grpc.RpcError as error:
             code = error.code().name if isinstance(error, grpc.Call) else "?"
     return {"code": code, "answer_ms": round(1000 * (time.monotonic() - started), 1)}
-
-
-def active_streams(metrics_port: int) -> int:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    return int(sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith("wavenet_active_streams{")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.serve import free_port, wait_healthy
-from client.api import SERVICE_CONFIG, channel_target
+from bench.serve import free_port, metric, wait_healthy
+from client.api import SPREAD_OPTIONS, channel_target
 from server.settings import DEFAULT_MODEL
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
@@ -42,13 +41,6 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), None)
-
-
-def active_streams(metrics_port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith("wavenet_active_streams{")]
-    return sum(values)
 
 
 class Tally:
@@ -82,8 +74,7 @@ def client_loop(address: str, info: pb.ModelInfo, until: float, seed: int, tally
     rng = random.Random(seed)
     rate = info.sample_rate
     hop = info.features.hop if info.HasField("features") else 0
-    options = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(SERVICE_CONFIG))]
-    with grpc.insecure_channel(channel_target(address), options=options) as channel:
+    with grpc.insecure_channel(channel_target(address), options=SPREAD_OPTIONS) as channel:
         stub = pb_grpc.WaveNetStub(channel)
         while time.monotonic() < until:
             behaviour = rng.choice(BEHAVIOURS if hop else tuple(b for b in BEHAVIOURS if b != "vocode"))
@@ -169,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             c.join()
         time.sleep(1.0)
         alive = all(server.poll() is None for server in servers)  # a server that died is the finding: report it
-        active_after = sum(active_streams(m) for _, m in ports) if alive else None
-        served = [calls_served(m) for _, m in ports] if alive else None
+        active_after = sum(metric(m, "wavenet_active_streams") for _, m in ports) if alive else None
+        served = [metric(m, "wavenet_requests_total", 'code="OK"') for _, m in ports] if alive else None
         rss_end = [rss_mb(server.pid) for server in servers] if alive else None
     finally:
         for server in servers:
@@ -210,13 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {count} x {line[:160]}")
     print(json.dumps(result))
     return 0 if alive and internal == 0 and not errors and tally.wrong_length == 0 and active_after == 0 else 1
-
-
-def calls_served(metrics_port: int) -> float:
-    """Calls a server finished OK, by its metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("wavenet_requests_total{") and 'code="OK"' in line)
 
 
 def rounded(value: float | None, digits: int) -> float | None:

@@ -59,6 +59,9 @@ SERVICE_CONFIG = {
 }
 
 
+SPREAD_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(SERVICE_CONFIG))]  # channel options
+
+
 def channel_target(target: str) -> str:
     """The gRPC target for a server address: as given (host:port, dns:///name:port, ipv4:..., unix:...), or, for
     several comma-separated host:port addresses, each resolved once to an IP address, as an ipv4: or ipv6: list."""
@@ -90,8 +93,7 @@ class WaveNetClient:
         target = channel_target(target)
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.enable_retries", 1),
-                   ("grpc.service_config", json.dumps(SERVICE_CONFIG))]
+                   *SPREAD_OPTIONS]
         if tls or ca is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=ca)
             self.channel = grpc.secure_channel(target, credentials, options=options)

@@ -97,11 +97,3 @@ def stub(server: RunningServer) -> Iterator[pb_grpc.WaveNetStub]:
     with grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.WaveNetStub(channel)
 
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

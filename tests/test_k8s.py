@@ -14,9 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bench.serve import free_port
 from server.app import END_SECONDS
 from server.metrics import Metrics
-from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy" / "k8s" / "overlays").iterdir())
