@@ -91,22 +91,26 @@ def generate_call(client: WaveNetClient, info: pb.ModelInfo, seconds: float, see
 
 
 def timed_call(call: Callable[[], Iterator[Chunk]], sample_rate: int, input_at: list[float]) -> dict[str, float]:
-    """Seconds of audio, wall time, real-time factor and time to first audio of one call; TTFA from input_at[0]
-    when the call has set it by its first audio, else from the call's start."""
+    """Seconds of audio, wall time, real-time factor and time to first audio of one call. Both count from the
+    call's origin: input_at[0] when the call has set it by its first audio (the first frames sent), else the call's
+    start. The real-time factor is the audio's seconds over the seconds from the origin to the last audio: a paced
+    stream the server keeps up with ends within one message of its last frames, so above 1.0; one that falls
+    behind ends later, below it."""
     started = time.monotonic()
-    first = None
+    first = last = None
     samples = 0
     late = 0.0  # the most a chunk arrived after a listener who began playing at the first audio needed it
     for chunk in call():
         if len(chunk.audio):
-            now = time.monotonic()
-            first = now if first is None else first
-            late = max(late, now - first - samples / sample_rate)
+            last = time.monotonic()
+            first = last if first is None else first
+            late = max(late, last - first - samples / sample_rate)
         samples += len(chunk.audio)
     wall = time.monotonic() - started
     audio_seconds = samples / sample_rate
     origin = input_at[0] if input_at else started
-    return {"audio_seconds": audio_seconds, "wall": wall, "rtf": audio_seconds / wall, "late": late,
+    last = last if last is not None else started + wall
+    return {"audio_seconds": audio_seconds, "wall": wall, "rtf": audio_seconds / (last - origin), "late": late,
             "ttfa": (first if first is not None else started + wall) - origin}
 
 
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "ttfa_ms_p50": round(float(np.percentile(ttfa, 50)), 1),
         "ttfa_ms_p90": round(float(np.percentile(ttfa, 90)), 1),
         "ttfa_ms_p99": round(float(np.percentile(ttfa, 99)), 1),
+        # TTFA and each stream's real-time factor count from the same instant: this one
         "ttfa_from": "the call's start" if args.method == "generate" else
                      f"sending the first block of {FRAMES_PER_MESSAGE} frames (it covers the model's lookahead)",
         **({"one_more_caller": refused} if auto else {}),
