@@ -10,8 +10,10 @@ Prints a table, then one JSON line. Run: python bench/soak.py --minutes 10 [--ma
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -169,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.wait(60)
     internal = tally.codes.get("INTERNAL", 0) + tally.codes.get("UNKNOWN", 0)
-    errors = []
+    errors, first_record = [], ""
     for log in logs:
         log.seek(0)
-        errors += error_lines(log.read())
+        text = log.read()
+        errors += error_lines(text)
+        first_record = first_record or first_error_record(text)
     growth = [end / warm - 1 for end, warm in zip(rss_end or [], rss_warm) if end and warm]
     result = {
         "minutes": args.minutes,
@@ -199,12 +203,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  wrong length: {wrong}")
     for line, count in Counter(errors).most_common(5):
         print(f"  {count} x {line[:160]}")
+    if first_record:
+        print(f"the first of them, whole:\n{first_record}")
     print(json.dumps(result))
     return 0 if alive and internal == 0 and not errors and tally.wrong_length == 0 and active_after == 0 else 1
 
 
 def rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def first_error_record(log: str) -> str:
+    """The first ERROR or CRITICAL record of a server log with the lines that follow it (its traceback); "" if none."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if error_lines(line):
+            rest = itertools.takewhile(lambda more: not re.match(r"\d{4}-\d\d-\d\d ", more), lines[i + 1 :])
+            return "\n".join([line, *rest])
+    return ""
 
 
 def error_lines(log: str) -> list[str]:

@@ -353,20 +353,29 @@ async def _abort_soon(context: Context, code: grpc.StatusCode, message: str) -> 
     # asyncio logs "Task exception was never retrieved" (bench/soak.py once counted 295 in 10 minutes)
     abort.add_done_callback(lambda task: task.cancelled() or task.exception())
     done, _ = await asyncio.wait({abort}, timeout=ABORT_SECONDS)
-    if abort in done:
+    if abort in done and not abort.cancelled() and not isinstance(abort.exception(), grpc.aio.InternalError):
         abort.result()  # raises the AbortError that ends the call
+    # the status could not be sent in time, or not at all (gRPC's ExecuteBatchError: the client has left)
     raise asyncio.CancelledError
+
+
+WRITE_SETTLE_SECONDS = 0.2  # how long a failed write waits for gRPC to report the client's leaving
 
 
 async def _write(context: Context, chunk: pb.AudioChunk) -> None:
     """context.write, with the failure of a write to a call that has already ended as _CallEnded.
 
     gRPC raises its internal ExecuteBatchError (a grpc.aio.InternalError) for such a write rather than cancelling
-    the handler, which would otherwise end the handler with a traceback in the log.
+    the handler, which would otherwise end the handler with a traceback in the log. The client's leaving may reach
+    the call a moment after the write fails: the handler waits WRITE_SETTLE_SECONDS for it (a cancellation then
+    ends the handler as any other) before calling the failure an error.
     """
     try:
         await context.write(chunk)
     except grpc.aio.InternalError as exc:
+        deadline = time.monotonic() + WRITE_SETTLE_SECONDS
+        while not (context.done() or context.cancelled()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if context.done() or context.cancelled():
             raise _CallEnded(str(exc)) from exc
         raise  # a failed write on a live call is a real error

@@ -403,6 +403,48 @@ def test_a_write_failing_on_a_live_call_is_an_error_not_a_cancellation(model_pat
     assert service.metrics.requests.labels("Generate", "INTERNAL")._value.get() == 1
 
 
+class _LeftJustBeforeWrite(_GoneAfterFirstWrite):
+    """A client that left as the second chunk was written: the write fails first, the call reports its
+    cancellation a moment later (the order the soak once met, logged as an ERROR by gRPC)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed_at: float | None = None
+
+    async def write(self, chunk: pb.AudioChunk) -> None:
+        if self.chunks and self.failed_at is None:
+            self.failed_at = time.monotonic()
+        await super().write(chunk)
+
+    def done(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return self.failed_at is not None and time.monotonic() > self.failed_at + 0.05
+
+
+def test_a_write_failing_just_before_the_client_leaves_is_a_cancellation(model_path: Path) -> None:
+    from server.loading import load_model
+    from server.metrics import Metrics
+    from server.servicer import WaveNetService
+
+    async def main() -> tuple[WaveNetService, int]:
+        loaded = load_model(f"tiny={model_path}", 2)
+        loaded.scheduler.start()
+        service = WaveNetService({"tiny": loaded}, LIMITS, Metrics())
+        try:
+            await service.Generate(pb.GenerateRequest(samples=4000, seed=1, chunk_samples=500),
+                                   _LeftJustBeforeWrite())  # type: ignore[arg-type]
+            return service, loaded.scheduler.active
+        finally:
+            await loaded.scheduler.stop()
+
+    service, active = asyncio.run(main())  # no exception escapes the handler
+    assert active == 0
+    assert service.metrics.requests.labels("Generate", "CANCELLED")._value.get() == 1
+    assert service.metrics.requests.labels("Generate", "INTERNAL")._value.get() == 0
+
+
 class LeftCall:
     """A call whose client has gone: sending the status fails (as gRPC's ExecuteBatchError does) after `delay`."""
 
@@ -436,3 +478,12 @@ def test_an_abort_outliving_its_cancelled_handler_is_not_logged_as_never_retriev
 
     assert asyncio.run(scenario()) == []
 
+
+
+def test_an_abort_to_a_client_that_has_left_ends_the_handler_as_a_cancellation() -> None:
+    """Sending the status fails at once (the client left before gRPC cancelled the handler): the handler ends
+    cancelled, which gRPC logs at debug level, not with its ExecuteBatchError as an ERROR."""
+    from server.servicer import _abort_soon
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(_abort_soon(LeftCall(0.0), grpc.StatusCode.RESOURCE_EXHAUSTED, "all streams busy"))
