@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from models.generate.compiled import engine_description
+from server import reflection
 from server.auth import TokenAuth
 from server.loading import LoadedModel
 from server.metrics import Metrics
@@ -39,7 +39,7 @@ async def serve(models: dict[str, LoadedModel], options: ServeOptions, metrics: 
     add_service(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable((SERVICE_NAME, health.SERVICE_NAME), server)
     address = host_port(options.host, options.port)
     try:  # gRPC reports a port it cannot bind either as 0 or (newer versions) as RuntimeError
         if options.tls_cert is not None and options.tls_key is not None:

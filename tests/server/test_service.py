@@ -682,3 +682,20 @@ def test_after_a_short_flush_the_next_chunk_is_at_most_twice_it() -> None:
     chunker.add(np.full(300, 128))
     assert [c.num_samples for c in chunker.take(flush=False)] == [10, 20, 40, 80, 100]  # from 5: the first's floor
     assert [c.sequence for c in chunker.take(flush=True)] == [9] and chunker.last(pb.Summary()).first_sample == 375
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_lists_the_services_under_both_names(server: RunningServer, version: str) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    with grpc.insecure_channel(server.address) as channel:
+        info = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                     response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        listed, described = info(iter([reflection_pb2.ServerReflectionRequest(list_services=""),
+                                       reflection_pb2.ServerReflectionRequest(file_containing_symbol="wavenet.v1.WaveNet")]),
+                                 timeout=10)
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"wavenet.v1.WaveNet", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert described.file_descriptor_response.file_descriptor_proto  # the proto, for a client without the file
