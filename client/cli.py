@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,22 +22,31 @@ TOKEN_ENV = "WAVENET_TOKEN"
 
 
 class Progress:
-    """Seconds of audio received, real-time factor and time to first audio, on one stderr line."""
+    """Seconds of audio received, real-time factor and time to first audio, on one stderr line: drawn from the
+    call's first answer (nothing for a call the server refuses) and only where stderr is a terminal, unless
+    `shown` says otherwise."""
 
-    def __init__(self, sample_rate: int, total_seconds: float | None, quiet: bool):
-        from tqdm import tqdm
-
+    def __init__(self, sample_rate: int, total_seconds: float | None, shown: bool):
         self.sample_rate = sample_rate
+        self.total_seconds = total_seconds
+        self.shown = shown
         self.started = time.monotonic()
         self.first: float | None = None
-        self.bar = tqdm(total=total_seconds, unit="s", unit_scale=False, disable=quiet, file=sys.stderr,
-                        bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} s audio [{elapsed}{postfix}]"
-                        if total_seconds else "{n:.2f} s audio [{elapsed}{postfix}]")
+        self.bar: Any = None
 
     def update(self, chunk: Chunk) -> None:
         now = time.monotonic()
         if self.first is None and len(chunk.audio):
             self.first = now - self.started
+        if not self.shown:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            total = "/{total:g}" if self.total_seconds else ""  # as a person writes it: 4, 4.025
+            self.bar = tqdm(total=self.total_seconds, unit="s", file=sys.stderr,
+                            bar_format=("{l_bar}{bar}| " if self.total_seconds else "")
+                            + "{n:.2f}" + total + " s audio [{elapsed}{postfix}]")
         self.bar.update(len(chunk.audio) / self.sample_rate)
         if self.bar.total is not None and self.bar.n > self.bar.total:  # whole frames, or rounding: grow, not warn
             self.bar.total = self.bar.n
@@ -45,7 +55,13 @@ class Progress:
         self.bar.set_postfix_str(f"RTF {seconds / max(now - self.started, 1e-9):.2f}x, first audio {ttfa}")
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_shown(args: argparse.Namespace) -> bool:
+    """--progress draws the bar, --quiet never; else only on a terminal (a log or a pipe gets no bar lines)."""
+    return not args.quiet and (args.progress or sys.stderr.isatty())
 
 
 def receive(chunks: Iterator[Chunk], progress: Progress) -> tuple[np.ndarray, Chunk | None]:
@@ -161,7 +177,7 @@ def cmd_models(client: WaveNetClient, args: argparse.Namespace) -> int:
 
 def cmd_generate(client: WaveNetClient, args: argparse.Namespace) -> int:
     info = client.model(args.model)
-    progress = Progress(info.sample_rate, args.seconds, args.quiet)
+    progress = Progress(info.sample_rate, args.seconds, progress_shown(args))
     audio, last = receive(client.generate(args.seconds, model=info.name, speaker=speaker_index(info, args.speaker),
                                           temperature=args.temperature, seed=args.seed), progress)
     write_audio(args.output, audio, info.sample_rate)
@@ -174,21 +190,34 @@ def cmd_vocode(client: WaveNetClient, args: argparse.Namespace) -> int:
         raise BadFile(f"cannot read {args.input}: no such file")
     if Path(args.input).is_dir():
         raise BadFile(f"cannot read {args.input}: it is a folder")
+    if Path(args.input).is_file() and Path(args.input).stat().st_size == 0:  # (a pipe's size says nothing)
+        raise BadFile(f"cannot read {args.input}: empty file")
     try:
         recording, rate = sf.read(args.input, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         raise BadFile(f"cannot read {args.input}: {exc}") from None
+    if not len(recording):
+        raise BadFile(f"cannot vocode {args.input}: it holds no audio")
     info = client.model(args.model)
+    if not args.quiet and (notice := conversion_notice(recording.shape[1], rate, info.sample_rate)):
+        print(f"wavenet-client: {args.input}: {notice}", file=sys.stderr)
     speaker = speaker_index(info, args.speaker)
     try:
         chunks = client.vocode(recording, rate, model=info.name, realtime=args.realtime, speaker=speaker,
                                temperature=args.temperature, seed=args.seed)
     except ValueError as exc:  # a recording shorter than one frame, a model without features
         raise BadFile(f"cannot vocode {args.input}: {exc}") from None
-    audio, last = receive(chunks, Progress(info.sample_rate, len(recording) / rate, args.quiet))
+    audio, last = receive(chunks, Progress(info.sample_rate, len(recording) / rate, progress_shown(args)))
     write_audio(args.output, audio, info.sample_rate)
     report(args, len(audio) / info.sample_rate, last)
     return 0
+
+
+def conversion_notice(channels: int, rate: int, model_rate: int) -> str | None:
+    """What happens to a recording before its frames are computed, in a line; None when nothing does."""
+    steps = ([f"{channels} channels mixed to mono"] if channels > 1 else []) + \
+            ([f"resampled from {rate:,} Hz to {model_rate:,} Hz"] if rate != model_rate else [])
+    return ", ".join(steps) if steps else None
 
 
 def report(args: argparse.Namespace, seconds: float, last: Chunk | None) -> None:
@@ -214,10 +243,13 @@ def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help=f"host:port of the wavenet-server (default localhost:{DEFAULT_PORT}); or several: "
                         "dns:///name:port or host:port,host:port,... (calls spread round-robin, a refused one tried "
                         "on the next)")
-    p.add_argument("--timeout", type=timeout, default=default(None), help="deadline per call, seconds")
-    p.add_argument("--quiet", action="store_true", default=default(False), help="no progress bar or report")
+    p.add_argument("--timeout", type=timeout, default=default(None), help="deadline per call, seconds (default: none)")
+    p.add_argument("--quiet", action="store_true", default=default(False),
+                   help="no progress bar, notices or report: errors only")
+    p.add_argument("--progress", action="store_true", default=default(False),
+                   help="draw the progress bar even when stderr is not a terminal (default: only on a terminal)")
     p.add_argument("--tls", action="store_true", default=default(False),
-                   help="connect with TLS (system roots unless --ca)")
+                   help="connect with TLS (system roots unless --ca; default: plaintext)")
     p.add_argument("--ca", default=default(None),
                    help="PEM file of the CA that signed the server's certificate (implies --tls)")
     p.add_argument("--token", default=default(os.environ.get(TOKEN_ENV)), help=f"bearer token (default ${TOKEN_ENV})")
@@ -228,7 +260,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     connection_options(p, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
     connection_options(common, defaults=False)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, help="what to do (COMMAND --help for its options)")
     sub.add_parser("models", help="list the server's models", parents=[common])
 
     def sampling(q: argparse.ArgumentParser) -> None:
@@ -239,14 +271,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="sampling temperature: lower is plainer, 0 always the likeliest class (default: the "
                             "model's, as `models` lists)")
         q.add_argument("--seed", type=seed, default=None, help="same seed, same audio (default: a random one)")
-        q.add_argument("-o", "--output", required=True, help="output .wav or .flac")
+        q.add_argument("-o", "--output", required=True, help="output .wav or .flac (required)")
 
     g = sub.add_parser("generate", help="free-running audio", parents=[common])
-    g.add_argument("--seconds", type=float, required=True, help="audio to generate (the server sets a limit)")
+    g.add_argument("--seconds", type=float, required=True, help="audio to generate (required; the server sets a limit)")
     sampling(g)
     v = sub.add_parser("vocode", help="re-voice a recording through its log-mel frames", parents=[common])
-    v.add_argument("input", help="a recording soundfile can read")
-    v.add_argument("--realtime", action="store_true", help="send frames paced like a live feed")
+    v.add_argument("input", help="a recording soundfile can read (WAV, FLAC, OGG, ...), any rate, mono or not")
+    v.add_argument("--realtime", action="store_true",
+                   help="send the input paced like a live feed (default: as fast as it goes)")
     sampling(v)
     return p.parse_args(argv)
 

@@ -42,31 +42,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model-dir", metavar="DIR",
                    help="serve every *.pt in DIR too, each named by its file name; its default.pt replaces the "
                         "bundled model when no --model is given; a file whose name a --model has is left out")
-    p.add_argument("--host", default=DEFAULT_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gRPC port (default {DEFAULT_PORT}; 0: any free one)")
     p.add_argument("--max-streams", type=streams_flag, default=AUTO, metavar="N|auto",
                    help="active streams per model; callers past it get RESOURCE_EXHAUSTED at once. auto (the "
                         "default): as many as the engine keeps in real time here, measured at start-up (a second "
                         f"or two per model, logged; {HEADROOM}x real time each in the engine alone)")
-    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (0: off)")
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (default 0: off)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="weights of the compiled generator: bf16 is about 3x faster; auto: bf16 where the CPU has it")
-    p.add_argument("--grace", type=float, default=GRACE_SECONDS, help="seconds to let streams finish on SIGTERM")
+                   help="weights of the compiled generator: bf16 is about 3x faster; auto (the default): bf16 where the CPU "
+                        "has it")
+    p.add_argument("--grace", type=float, default=GRACE_SECONDS, help=f"seconds to let streams finish on SIGTERM (default {GRACE_SECONDS:g})")
     p.add_argument("--max-connection-age", type=float, default=0.0, metavar="SECONDS",
                    help="ask each client connection to reconnect after this long (0, the default: never), so "
                         "clients that resolve a name with several replicas find new ones; live streams run on")
     defaults = Limits()
-    p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="audio per request")
-    p.add_argument("--max-frames", type=int, default=defaults.max_frames, help="feature frames per request")
-    p.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes)
+    p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help=f"audio per request, seconds (default {defaults.max_seconds:g})")
+    p.add_argument("--max-frames", type=int, default=defaults.max_frames, help=f"feature frames per request (default {defaults.max_frames})")
+    p.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
+                   help=f"largest gRPC message either way (default {defaults.max_message_bytes})")
     p.add_argument("--idle-seconds", type=float, default=defaults.idle_seconds,
-                   help="end a call that receives no input and sends no audio this long (OUT_OF_RANGE)")
+                   help="end a call that receives no input and sends no audio this long (OUT_OF_RANGE; default "
+                        f"{defaults.idle_seconds:g} s)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--tokens-file", help=f"bearer tokens, one per line (also ${TOKENS_ENV}, comma-separated); "
                                          "with any token set, calls need one (health stays open)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
-                   help="any case (WAVENET_LOG_LEVEL in the container)")
+                   help="any case (default INFO; WAVENET_LOG_LEVEL in the container)")
     return p.parse_args(argv)
 
 

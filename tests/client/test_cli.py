@@ -152,7 +152,7 @@ def test_library_feature_spec_round_trips_and_synthesize_streams(server: Running
 
 def test_progress_past_its_estimate_raises_no_warning() -> None:
     """Audio longer than the estimated total (a vocoded file rounded up to whole frames) grows the bar quietly."""
-    progress = Progress(sample_rate=16000, total_seconds=1.0, quiet=False)
+    progress = Progress(sample_rate=16000, total_seconds=1.0, shown=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for first in range(0, 16100, 3220):
@@ -368,3 +368,70 @@ def test_a_recording_is_read_as_samples_by_channels() -> None:
         recording_frames(np.stack([wav, wav]), rate, TINY_MEL)
     with pytest.raises(ValueError, match=f"^audio: 3 samples at {rate} Hz is shorter than one frame"):
         recording_frames(wav[:3], rate, TINY_MEL)
+
+
+def test_no_progress_lines_when_stderr_is_not_a_terminal(server: RunningServer, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """stderr going to a log (capsys is no terminal): the report line only, no bar; --progress draws it anyway."""
+    out = tmp_path / "a.wav"
+    assert main(["--server", server.address, "generate", "--seconds", "0.5", "-o", str(out)]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wrote {out}")
+    assert main(["--server", server.address, "--progress", "generate", "--seconds", "0.5", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "0.50/0.5 s audio" in err  # the total as it was asked for, not 0.5000000001
+
+
+def test_a_refused_call_draws_no_progress(server: RunningServer, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", server.address, "--progress", "generate", "--seconds", "0.5", "--speaker", "9",
+                 "-o", str(tmp_path / "a.wav")]) == 1  # the server's INVALID_ARGUMENT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "speaker" in err and "audio [" not in err
+
+
+def test_vocode_says_what_it_did_to_the_input(server: RunningServer, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.wav"
+    sf.write(src, np.zeros((4000, 2)) + 0.1, 8000)
+    assert main(["--server", server.address, "vocode", str(src), "-o", str(tmp_path / "out.wav")]) == 0
+    assert f"{src}: 2 channels mixed to mono, resampled from 8,000 Hz to 1,600 Hz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"", "empty file"), (None, "it holds no audio")])
+def test_vocode_an_empty_input_is_named_so(server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           content: bytes | None, message: str) -> None:
+    src = tmp_path / "in.wav"
+    if content is None:
+        sf.write(src, np.zeros(0), 8000)  # a valid WAV with no samples
+    else:
+        src.write_bytes(content)
+    assert main(["--server", server.address, "vocode", str(src), "-o", str(tmp_path / "out.wav")]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parser", ["client", "server"])
+def test_every_flag_has_help(parser: str) -> None:
+    import argparse
+
+    from client import cli
+    from server import service
+
+    captured: list[argparse.ArgumentParser] = []
+    real = argparse.ArgumentParser.parse_args
+
+    def capture(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> argparse.Namespace:
+        captured.append(self)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]
+    try:
+        (cli if parser == "client" else service).parse_args(["models"] if parser == "client" else [])
+    finally:
+        argparse.ArgumentParser.parse_args = real  # type: ignore[method-assign]
+    parsers = [captured[0]]
+    for action in captured[0]._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += list(action.choices.values())
+    missing = [f"{p.prog} {a.option_strings or a.dest}" for p in parsers for a in p._actions if not a.help]
+    assert missing == []
