@@ -12,10 +12,9 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-from wavenet.audio import crop_to_hops, normalise_loudness, quantise, resample, to_mono
-from wavenet.codec import decode_audio, mel_spec
+from wavenet.audio import normalise_loudness, to_mono
+from wavenet.codec import decode_audio
 from wavenet.defaults import DEFAULT_PORT, MAX_MESSAGE_BYTES
-from wavenet.features import MelSpec, log_mel
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
@@ -156,6 +155,39 @@ class WaveNetClient:
         from `frames` (the front end failing) cancels the call and is raised to the caller, with the call's
         status as its cause.
         """
+        messages = (pb.SynthesizeRequest(frames=message) for block in frames
+                    for message in block_messages(block, self.max_message_bytes))
+        return self._synthesize(messages, model=model, speaker=speaker, temperature=temperature, seed=seed,
+                                seconds=seconds, chunk_samples=chunk_samples)
+
+    def vocode(self, audio: np.ndarray, sample_rate: int, *, model: str = "", realtime: bool = False,
+               speaker: int | None = None, temperature: float | None = None, seed: int | None = None,
+               chunk_samples: int = 0) -> Iterator[Chunk]:
+        """A recording re-voiced through Synthesize's audio input: the server computes its frames as training did.
+
+        audio: (samples,) or (samples, channels), float in [-1, 1], any rate. Sent whole (the default), the server
+        scales its loudness as training did, which needs all of it: the audio comes once it is all in. With
+        `realtime` it goes out paced like a live source, scaled to training's level here (the recording is whole
+        here), and the server makes frames as it arrives. A recording that cannot be used raises ValueError here.
+        """
+        info = self.model(model)
+        if not info.HasField("features"):
+            raise ValueError(f"model {info.name} takes no features")
+        samples = recording_samples(audio, sample_rate, info.features.hop, info.sample_rate)
+        loudness = pb.NORMALISED
+        if realtime:
+            samples = normalise_loudness(to_mono(samples.astype(np.float64)), sample_rate)[:, None].astype(np.float32)
+            loudness = pb.AS_SENT
+        messages = (pb.SynthesizeRequest(audio=block) for block in
+                    audio_blocks(samples, sample_rate, loudness, AUDIO_BLOCK_SECONDS if realtime else 0.0,
+                                 self.max_message_bytes))
+        return self._synthesize(messages, model=info.name, speaker=speaker, temperature=temperature, seed=seed,
+                                seconds=None, chunk_samples=chunk_samples)
+
+    def _synthesize(self, messages: Iterable[pb.SynthesizeRequest], *, model: str, speaker: int | None,
+                    temperature: float | None, seed: int | None, seconds: float | None,
+                    chunk_samples: int) -> Iterator[Chunk]:
+        """A Synthesize call: the config, the input messages as they come, the end."""
         config = request_for(model=model, seconds=seconds, samples=None, speaker=speaker, temperature=temperature,
                              seed=seed, chunk_samples=chunk_samples)
         failed: list[Exception] = []
@@ -163,9 +195,7 @@ class WaveNetClient:
         def requests() -> Iterator[pb.SynthesizeRequest]:
             yield pb.SynthesizeRequest(config=config)
             try:
-                for block in frames:
-                    for message in block_messages(block, self.max_message_bytes):
-                        yield pb.SynthesizeRequest(frames=message)
+                yield from messages
             except Exception as exc:  # gRPC logs it and cancels the call: keep it for the caller
                 failed.append(exc)
                 raise
@@ -173,19 +203,6 @@ class WaveNetClient:
 
         return self._chunks(lambda: self.stub.Synthesize(requests(), timeout=self.timeout, metadata=self.metadata),
                             failed)
-
-    def vocode(self, audio: np.ndarray, sample_rate: int, *, model: str = "", realtime: bool = False,
-               **kwargs: object) -> Iterator[Chunk]:
-        """A recording re-voiced: its log-mel frames, computed as in training, streamed through Synthesize.
-
-        audio: (samples,) or (samples, channels). A recording that cannot be used raises ValueError here.
-        """
-        info = self.model(model)
-        if not info.HasField("features"):
-            raise ValueError(f"model {info.name} takes no features")
-        frames = recording_frames(audio, sample_rate, mel_spec(info.features))
-        blocks = frame_blocks(frames, FRAMES_PER_MESSAGE, info.features.hop / info.sample_rate if realtime else 0.0)
-        return self.synthesize(blocks, model=info.name, **kwargs)  # type: ignore[arg-type]
 
     @staticmethod
     def _chunks(start: Callable[[], Any], failed: list[Exception] | None = None) -> Iterator[Chunk]:
@@ -275,22 +292,35 @@ def decode_chunk(chunk: pb.AudioChunk) -> np.ndarray:
     return decode_audio(chunk.audio, chunk.encoding or pb.PCM16, "audio")
 
 
-def recording_frames(audio: np.ndarray, sample_rate: int, spec: MelSpec) -> np.ndarray:
-    """(frames, n_mels) of a recording prepared as the training clips were: mono, resampled, loudness-normalised.
+AUDIO_BLOCK_SECONDS = 0.1  # audio per RecordedAudio message when paced
 
-    audio: (samples,) or (samples, channels), as soundfile reads it; ValueError for any other shape (a
-    channels-first array) or a recording shorter than one frame.
-    """
-    audio = np.asarray(audio, np.float64)
+
+def recording_samples(audio: np.ndarray, sample_rate: int, hop: int, model_rate: int) -> np.ndarray:
+    """(samples, channels) float32 of a recording to send; ValueError for a shape that is not (samples,) or
+    (samples, channels), or a recording shorter than one frame."""
+    audio = np.asarray(audio)
     if not (audio.ndim == 1 or (audio.ndim == 2 and audio.shape[1] <= audio.shape[0])):
         raise ValueError(f"audio: expected (samples,) or (samples, channels), got shape {audio.shape}"
                          + (" (channels first? pass audio.T)" if audio.ndim == 2 else ""))
-    wav = resample(to_mono(audio), sample_rate, spec.sample_rate)
-    wav = crop_to_hops(normalise_loudness(wav, spec.sample_rate), spec.hop)
-    if not len(wav):
+    if len(audio) * model_rate // sample_rate < hop:
         raise ValueError(f"audio: {len(audio)} samples at {sample_rate} Hz is shorter than one frame "
-                         f"({spec.hop} samples at {spec.sample_rate} Hz)")
-    return log_mel(quantise(wav) / 32768.0, spec)
+                         f"({hop} samples at {model_rate} Hz)")
+    return (audio[:, None] if audio.ndim == 1 else audio).astype(np.float32)
+
+
+def audio_blocks(samples: np.ndarray, sample_rate: int, loudness: pb.Loudness, seconds_per_block: float,
+                 max_message_bytes: int) -> Iterator[pb.RecordedAudio]:
+    """RecordedAudio messages of (samples, channels) float32, each within the message limit; paced like a live
+    source when seconds_per_block > 0 (one block's audio each seconds_per_block, from the first)."""
+    channels = samples.shape[1]
+    per_block = min(max(1, round(seconds_per_block * sample_rate)) if seconds_per_block else len(samples),
+                    max(1, (max_message_bytes - 1024) // (4 * channels)))
+    start = time.monotonic()
+    for k, i in enumerate(range(0, len(samples), per_block)):
+        if seconds_per_block and (delay := start + k * seconds_per_block - time.monotonic()) > 0:
+            time.sleep(delay)
+        yield pb.RecordedAudio(encoding=pb.FLOAT32, sample_rate=sample_rate, channels=channels, loudness=loudness,
+                               data=np.ascontiguousarray(samples[i : i + per_block], "<f4").tobytes())
 
 
 def frame_blocks(frames: np.ndarray, per_block: int, seconds_per_frame: float) -> Iterator[np.ndarray]:

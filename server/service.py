@@ -43,22 +43,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="serve every *.pt in DIR too, each named by its file name; its default.pt replaces the "
                         "bundled model when no --model is given; a file whose name a --model has is left out")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gRPC port (default {DEFAULT_PORT}; 0: any free one)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"gRPC port (default {DEFAULT_PORT}; 0: any free one)")
     p.add_argument("--max-streams", type=streams_flag, default=AUTO, metavar="N|auto",
                    help="active streams per model; callers past it get RESOURCE_EXHAUSTED at once. auto (the "
                         "default): as many as the engine keeps in real time here, measured at start-up (a second "
                         f"or two per model, logged; {HEADROOM}x real time each in the engine alone)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics on this port (default 0: off)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="weights of the compiled generator: bf16 is about 3x faster; auto (the default): bf16 where the CPU "
-                        "has it")
-    p.add_argument("--grace", type=float, default=GRACE_SECONDS, help=f"seconds to let streams finish on SIGTERM (default {GRACE_SECONDS:g})")
+                   help="weights of the compiled generator: bf16 is about 3x faster; auto (the default): bf16 "
+                        "where the CPU has it")
+    p.add_argument("--grace", type=float, default=GRACE_SECONDS,
+                   help=f"seconds to let streams finish on SIGTERM (default {GRACE_SECONDS:g})")
     p.add_argument("--max-connection-age", type=float, default=0.0, metavar="SECONDS",
                    help="ask each client connection to reconnect after this long (0, the default: never), so "
                         "clients that resolve a name with several replicas find new ones; live streams run on")
     defaults = Limits()
-    p.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help=f"audio per request, seconds (default {defaults.max_seconds:g})")
-    p.add_argument("--max-frames", type=int, default=defaults.max_frames, help=f"feature frames per request (default {defaults.max_frames})")
+    p.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
+                   help=f"audio per request, seconds (default {defaults.max_seconds:g})")
+    p.add_argument("--max-frames", type=int, default=defaults.max_frames,
+                   help=f"feature frames per request (default {defaults.max_frames})")
     p.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
                    help=f"largest gRPC message either way (default {defaults.max_message_bytes})")
     p.add_argument("--idle-seconds", type=float, default=defaults.idle_seconds,

@@ -19,11 +19,13 @@ import numpy as np
 from models.emphasis import Decoder
 from models.generate.reference import frames_cover_prime
 from server import convert
+from server.audio_in import AudioFramer
 from server.loading import LoadedModel
 from server.metrics import Metrics
 from server.scheduler import AtCapacity, GenerationFailed, ShuttingDown, Stream
 from server.settings import Limits, first_chunk_samples
 from wavenet.codec import Encoding, InvalidField, encode_audio, frames_of
+from wavenet.features import MelSpec
 from wavenet.v1 import wavenet_pb2 as pb
 from wavenet.v1 import wavenet_pb2_grpc as pb_grpc
 
@@ -251,19 +253,10 @@ class WaveNetService(pb_grpc.WaveNetServicer):
 
     async def _feed(self, model: LoadedModel, stream: Stream,
                     feed: AsyncIterator[pb.SynthesizeRequest | convert.Garbled], prime_samples: int) -> None:
-        """Synthesize's input side: frames into the generator as they arrive; a bad message fails the stream."""
+        """Synthesize's input side: frames (or recorded audio, made into frames) into the generator as they
+        arrive; a bad message fails the stream."""
         assert model.cfg.mel is not None
-        hop = model.cfg.mel.hop
-        limit = convert.frame_limit(self.limits, model.cfg.mel)
-        received = 0
-        ended = False
-
-        async def end() -> None:
-            if prime_samples and not frames_cover_prime(received, hop, prime_samples):
-                raise InvalidField("config.prime", f"the frames cover {received * hop} samples: the prime "
-                                            f"({prime_samples}) must be shorter than the audio they cover")
-            await model.scheduler.end_frames(stream)
-
+        feeding = _Feeding(model, stream, convert.frame_limit(self.limits, model.cfg.mel), prime_samples)
         try:
             number = 1  # the config
             async for message in feed:
@@ -271,27 +264,9 @@ class WaveNetService(pb_grpc.WaveNetServicer):
                 stream.active_at = time.monotonic()
                 if isinstance(message, convert.Garbled):
                     raise InvalidField("request", message.problem(f"message {number}: "))
-                kind = message.WhichOneof("kind")
-                if kind == "config":
-                    raise InvalidField("config", "only the first message may carry the config")
-                if ended:
-                    raise InvalidField(kind or "kind", "message after end of input")
-                if kind == "frames":
-                    if received + message.frames.num_frames > limit:
-                        raise InvalidField("frames.num_frames", f"{received} frames so far and "
-                                           f"{message.frames.num_frames} more exceed the limit of {limit} frames "
-                                           "per call (the server's --max-frames, and --max-seconds of audio)")
-                    frames = frames_of(message.frames, model.cfg.mel, limit, "frames")
-                    given_pitch = convert.pitch_of(message.frames, model.cfg, "frames")
-                    received += len(frames)
-                    await model.scheduler.push_frames(stream, frames, given_pitch)
-                elif kind == "end":
-                    ended = True
-                    await end()
-                else:
-                    raise InvalidField("kind", "empty message: set config, frames or end")
-            if not ended:  # a half-close ends the input too
-                await end()
+                await feeding.take(message)
+            if not feeding.ended:  # a half-close ends the input too
+                await feeding.end()
         except InvalidField as exc:
             model.scheduler.fail(stream, exc)
         except grpc.aio.AioRpcError:
@@ -299,7 +274,6 @@ class WaveNetService(pb_grpc.WaveNetServicer):
         except Exception as exc:  # noqa: BLE001 - a bug here must end this call, not leave it waiting for frames
             log.exception("reading the input of a Synthesize call failed")
             model.scheduler.fail(stream, GenerationFailed(f"reading the input failed: {type(exc).__name__}: {exc}"))
-
 
     async def _watch(self, model: LoadedModel, stream: Stream, handler: asyncio.Task[Any],
                      feeder: asyncio.Task[None] | None) -> None:
@@ -379,6 +353,60 @@ async def _write(context: Context, chunk: pb.AudioChunk) -> None:
         if context.done() or context.cancelled():
             raise _CallEnded(str(exc)) from exc
         raise  # a failed write on a live call is a real error
+
+
+class _Feeding:
+    """One Synthesize call's input messages after its config: frames, or recorded audio made into frames, until
+    its end; InvalidField naming the field of a message that does not fit."""
+
+    def __init__(self, model: LoadedModel, stream: Stream, limit: int, prime_samples: int):
+        assert model.cfg.mel is not None
+        self.model, self.stream, self.limit, self.prime_samples = model, stream, limit, prime_samples
+        self.mel: MelSpec = model.cfg.mel
+        self.received = 0  # frames
+        self.ended = False
+        self.kind: str | None = None  # "frames" or "audio", whichever the call sends
+        self.framer: AudioFramer | None = None
+
+    async def take(self, message: pb.SynthesizeRequest) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "config":
+            raise InvalidField("config", "only the first message may carry the config")
+        if self.ended:
+            raise InvalidField(kind or "kind", "message after end of input")
+        if kind in ("frames", "audio"):
+            if self.kind not in (None, kind):
+                raise InvalidField(kind, f"this call sent {self.kind}: a call sends frames or audio, not both")
+            self.kind = kind
+        if kind == "frames":
+            if self.received + message.frames.num_frames > self.limit:
+                raise InvalidField("frames.num_frames", f"{self.received} frames so far and "
+                                   f"{message.frames.num_frames} more exceed the limit of {self.limit} frames "
+                                   "per call (the server's --max-frames, and --max-seconds of audio)")
+            frames = frames_of(message.frames, self.mel, self.limit, "frames")
+            await self._push(frames, convert.pitch_of(message.frames, self.model.cfg, "frames"))
+        elif kind == "audio":
+            if self.framer is None:
+                self.framer = AudioFramer(self.mel, message.audio, self.limit)
+            await self._push(self.framer.add(message.audio), None)
+        elif kind == "end":
+            await self.end()
+        else:
+            raise InvalidField("kind", "empty message: set config, frames, audio or end")
+
+    async def end(self) -> None:
+        self.ended = True
+        if self.framer is not None:
+            await self._push(self.framer.end(), None)
+        if self.prime_samples and not frames_cover_prime(self.received, self.mel.hop, self.prime_samples):
+            raise InvalidField("config.prime", f"the frames cover {self.received * self.mel.hop} samples: the "
+                               f"prime ({self.prime_samples}) must be shorter than the audio they cover")
+        await self.model.scheduler.end_frames(self.stream)
+
+    async def _push(self, frames: np.ndarray, given_pitch: np.ndarray | None) -> None:
+        if len(frames):
+            self.received += len(frames)
+            await self.model.scheduler.push_frames(self.stream, frames, given_pitch)
 
 
 class _CallEnded(Exception):

@@ -84,3 +84,40 @@ def test_example_sends_the_token(token_server: RunningServer, tmp_path: Path) ->
     allowed = run_example(token_server.address, out, "0.5", token=TOKEN)
     assert allowed.returncode == 0, allowed.stderr
     assert out.read_bytes() == stub_audio(token_server.address, 0.5, (("authorization", f"Bearer {TOKEN}"),))
+
+
+@pytest.mark.parametrize("channels, rate", [(1, 1600), (2, 8000)])
+def test_example_vocodes_a_wav_as_the_client_frames_path_does(server: RunningServer, tmp_path: Path,
+                                                              channels: int, rate: int) -> None:
+    """The same recording re-voiced two ways with the same seed: sent as audio by hand-built protobuf (the server
+    computes the frames), and as frames the Python client computed (wavenet.audio.recording_frames): the same
+    frames, so the same audio, sample for sample."""
+    import numpy as np
+    import soundfile as sf
+
+    from tests.tiny import TINY_MEL
+    from wavenet.audio import recording_frames
+
+    t = np.arange(int(0.7 * rate)) / rate
+    recording = np.stack([0.3 * np.sin(2 * np.pi * 150 * t) * (1 + k) / 2 for k in range(channels)], axis=1)
+    src, out = tmp_path / "in.wav", tmp_path / "out.raw"
+    sf.write(src, recording, rate, subtype="PCM_16")
+    result = run_example(server.address, out, "--vocode", str(src))
+    assert result.returncode == 0, result.stderr
+    frames = recording_frames(sf.read(src, always_2d=True)[0], rate, TINY_MEL)
+    with grpc.insecure_channel(server.address) as channel:
+        requests = [pb.SynthesizeRequest(config=pb.GenerateRequest(seed=1, encoding=pb.PCM16)),
+                    pb.SynthesizeRequest(frames=pb.FeatureFrames(values=frames.ravel().tolist(),
+                                                                 num_frames=len(frames))),
+                    pb.SynthesizeRequest(end=pb.EndOfInput())]
+        chunks = list(pb_grpc.WaveNetStub(channel).Synthesize(iter(requests), timeout=60))
+    expected = b"".join(c.audio for c in chunks)
+    assert len(expected) == 2 * len(frames) * TINY_MEL.hop > 0
+    assert out.read_bytes() == expected
+
+
+def test_example_reports_a_wav_it_cannot_read(server: RunningServer, tmp_path: Path) -> None:
+    src = tmp_path / "in.wav"
+    src.write_bytes(b"not a wav at all")
+    result = run_example(server.address, tmp_path / "out.raw", "--vocode", str(src))
+    assert result.returncode == 1 and result.stderr == f"error: {src}: not a WAV file\n"

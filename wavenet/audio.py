@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from wavenet.features import MelSpec
+from wavenet.features import MelSpec, log_mel
 
 TRIM_DB = -40.0  # frames this far below the clip's loudest frame count as silence
 TRIM_FRAME_S = 0.010
@@ -80,3 +80,21 @@ def clean(audio: np.ndarray, rate_in: int, spec: MelSpec) -> np.ndarray:
 def quantise(audio: np.ndarray) -> np.ndarray:
     """int16 samples of a float signal in [-1, 1] (scale 32768, clipped)."""
     return np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def recording_frames(audio: np.ndarray, sample_rate: int, spec: MelSpec) -> np.ndarray:
+    """(frames, n_mels) of a recording prepared as the training clips were: mono, resampled, loudness-normalised.
+
+    audio: (samples,) or (samples, channels), as soundfile reads it; ValueError for any other shape (a
+    channels-first array) or a recording shorter than one frame.
+    """
+    audio = np.asarray(audio, np.float64)
+    if not (audio.ndim == 1 or (audio.ndim == 2 and audio.shape[1] <= audio.shape[0])):
+        raise ValueError(f"audio: expected (samples,) or (samples, channels), got shape {audio.shape}"
+                         + (" (channels first? pass audio.T)" if audio.ndim == 2 else ""))
+    wav = resample(to_mono(audio), sample_rate, spec.sample_rate)
+    wav = crop_to_hops(normalise_loudness(wav, spec.sample_rate), spec.hop)
+    if not len(wav):
+        raise ValueError(f"audio: {len(audio)} samples at {sample_rate} Hz is shorter than one frame "
+                         f"({spec.hop} samples at {spec.sample_rate} Hz)")
+    return log_mel(quantise(wav) / 32768.0, spec)

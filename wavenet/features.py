@@ -69,20 +69,33 @@ def _window(spec: MelSpec) -> np.ndarray:
     return window
 
 
-def magnitudes(wav: np.ndarray, spec: MelSpec) -> np.ndarray:
-    """(frames, n_fft // 2 + 1) STFT magnitudes on the frame grid of log_mel."""
+def magnitudes(wav: np.ndarray, spec: MelSpec, first: int = 0, count: int | None = None,
+               offset: int = 0) -> np.ndarray:
+    """(frames, n_fft // 2 + 1) STFT magnitudes on the frame grid of log_mel: frames first .. first + count (default:
+    all the frames of wav) of a signal zero outside it, of which wav holds the samples from `offset` on (a stream's
+    tail: the frames asked for must not reach before it)."""
     wav = np.asarray(wav, dtype=np.float64)
     if wav.ndim != 1:
         raise ValueError(f"waveform must be 1-D, got shape {wav.shape}")
-    count = n_frames(len(wav), spec)
+    count = n_frames(len(wav), spec) - first if count is None else count
     half = spec.n_fft // 2
+    starts = (first + np.arange(count)) * spec.hop + spec.hop // 2 - half  # window starts in the signal
+    if count and offset and starts[0] < offset:
+        raise ValueError(f"frame {first} reaches sample {starts[0]}, before the {offset} held from")
     padded = np.pad(wav, (half, half + spec.hop))
-    starts = np.arange(count) * spec.hop + spec.hop // 2  # window start in padded = centre - half + half
-    index = starts[:, None] + np.arange(spec.n_fft)[None, :]
+    index = (starts - offset + half)[:, None] + np.arange(spec.n_fft)[None, :]
+    if count and index.max() >= len(padded):
+        padded = np.pad(padded, (0, index.max() + 1 - len(padded)))
     return np.abs(np.fft.rfft(padded[index] * _window(spec), axis=1))
 
 
-def log_mel(wav: np.ndarray, spec: MelSpec) -> np.ndarray:
-    """(frames, n_mels) float32 log-mel frames of a float waveform in [-1, 1]."""
-    mel = magnitudes(wav, spec) @ mel_filterbank(spec).T.astype(np.float64)
+def log_mel(wav: np.ndarray, spec: MelSpec, first: int = 0, count: int | None = None, offset: int = 0) -> np.ndarray:
+    """(frames, n_mels) float32 log-mel frames of a float waveform in [-1, 1] (a range of them: see magnitudes)."""
+    mel = magnitudes(wav, spec, first, count, offset) @ mel_filterbank(spec).T.astype(np.float64)
     return np.log(np.maximum(mel, LOG_FLOOR)).astype(np.float32)
+
+
+def frames_ready(samples: int, spec: MelSpec) -> int:
+    """Frames of a stream computable from its first `samples` samples with more to come: a frame needs the signal
+    up to half an FFT past its window's centre."""
+    return max(0, (samples - spec.hop // 2 - spec.n_fft // 2) // spec.hop + 1)

@@ -1,19 +1,21 @@
-// Calls wavenet.v1.WaveNet/Generate from Node.js (v18+) with nothing but its built-in modules: gRPC is HTTP/2
-// plus a small framing, and the two messages involved are simple enough to encode and decode by hand. A guide
-// for porting to a language without a gRPC library; where there is one, generate a client from
-// protos/wavenet/v1/wavenet.proto instead.
+// Calls wavenet.v1.WaveNet from Node.js (v18+) with nothing but its built-in modules: gRPC is HTTP/2 plus a small
+// framing, and the messages involved are simple enough to encode and decode by hand. A guide for porting to a
+// language without a gRPC library; where there is one, generate a client from protos/wavenet/v1/wavenet.proto
+// instead.
 //
-//   node docs/examples/generate.mjs HOST:PORT OUT.raw [SECONDS]
+//   node docs/examples/generate.mjs HOST:PORT OUT.raw [SECONDS]          Generate: free-running audio
+//   node docs/examples/generate.mjs HOST:PORT OUT.raw --vocode IN.wav    Synthesize: re-voice a 16-bit WAV
 //
-// Writes SECONDS (default 1) of free-running audio as headerless signed 16-bit little-endian mono samples at
-// the model's sample rate. Plain-text HTTP/2 only (a server started without TLS). If WAVENET_TOKEN is set, it
-// is sent as `authorization: Bearer <token>`.
+// Writes SECONDS (default 1) of free-running audio, or the re-voiced recording (sent as RecordedAudio: the server
+// computes the frames), as headerless signed 16-bit little-endian mono samples at the model's sample rate, seed 1.
+// Plain-text HTTP/2 only (a server started without TLS). If WAVENET_TOKEN is set, it is sent as
+// `authorization: Bearer <token>`.
 import http2 from "node:http2";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
-const [address, outPath, secondsArg = "1"] = process.argv.slice(2);
-if (!address || !outPath) {
-  console.error("usage: node generate.mjs HOST:PORT OUT.raw [SECONDS]");
+const [address, outPath, modeArg = "1", inPath] = process.argv.slice(2);
+if (!address || !outPath || (modeArg === "--vocode" && !inPath)) {
+  console.error("usage: node generate.mjs HOST:PORT OUT.raw [SECONDS | --vocode IN.wav]");
   process.exit(2);
 }
 
@@ -32,14 +34,51 @@ function varint(n) { // unsigned, n < 2^53
   return Buffer.from(bytes);
 }
 
-function encodeGenerateRequest(seconds, seed, encoding) {
+function lengthDelimited(field, bytes) { // wire type 2: bytes, strings and nested messages
+  return Buffer.concat([varint((field << 3) | 2), varint(bytes.length), bytes]);
+}
+
+function encodeGenerateRequest(seconds, seed, encoding) { // seconds null: none (Synthesize: as long as the input)
   const float = Buffer.alloc(4);
-  float.writeFloatLE(seconds);
+  float.writeFloatLE(seconds ?? 0);
   return Buffer.concat([
-    varint((3 << 3) | 5), float,            // seconds = 3: float, wire type 5 (32-bit little-endian)
+    ...(seconds === null ? [] : [varint((3 << 3) | 5), float]), // seconds = 3: float, wire type 5 (32-bit LE)
     varint((6 << 3) | 0), varint(seed),     // seed = 6: uint64, wire type 0 (varint)
     varint((7 << 3) | 0), varint(encoding), // encoding = 7: enum, wire type 0
   ]);
+}
+
+// SynthesizeRequest is a oneof: config = 1 (a GenerateRequest), end = 3 (EndOfInput, empty), audio = 4.
+const configMessage = (generateRequest) => lengthDelimited(1, generateRequest);
+const endMessage = () => lengthDelimited(3, Buffer.alloc(0));
+
+function audioMessage(pcm, sampleRate, channels) { // RecordedAudio: encoding 1, sample_rate 2, channels 3, data 4
+  return lengthDelimited(4, Buffer.concat([
+    varint((1 << 3) | 0), varint(PCM16),
+    varint((2 << 3) | 0), varint(sampleRate),
+    varint((3 << 3) | 0), varint(channels),
+    lengthDelimited(4, pcm), // loudness = 5 left unset: NORMALISED, as training scaled its clips
+  ]));
+}
+
+// --- A 16-bit PCM WAV file: RIFF chunks, of which "fmt " says the format and "data" holds the samples. ----------
+function readWav(path) {
+  const buf = readFileSync(path);
+  if (buf.toString("ascii", 0, 4) !== "RIFF" || buf.toString("ascii", 8, 12) !== "WAVE") {
+    fail(`${path}: not a WAV file`);
+  }
+  let format = null;
+  for (let pos = 12; pos + 8 <= buf.length; pos += 8 + buf.readUInt32LE(pos + 4) + (buf.readUInt32LE(pos + 4) % 2)) {
+    const id = buf.toString("ascii", pos, pos + 4);
+    const body = buf.subarray(pos + 8, pos + 8 + buf.readUInt32LE(pos + 4));
+    if (id === "fmt ") format = { tag: body.readUInt16LE(0), channels: body.readUInt16LE(2),
+      sampleRate: body.readUInt32LE(4), bits: body.readUInt16LE(14) };
+    else if (id === "data") {
+      if (!format || format.tag !== 1 || format.bits !== 16) fail(`${path}: only 16-bit PCM WAV is read here`);
+      return { ...format, pcm: body };
+    }
+  }
+  fail(`${path}: no data chunk`);
 }
 
 // --- Protobuf decoding: yields [field number, wire type, value] for each field of a message. -----------------
@@ -105,11 +144,23 @@ function fail(message) {
 const connection = http2.connect(`http://${address}`);
 connection.on("error", (err) => fail(`${address}: ${err.message}`));
 
-const headers = { ":method": "POST", ":path": "/wavenet.v1.WaveNet/Generate", "content-type": "application/grpc",
-  "te": "trailers" };
+const headers = { ":method": "POST", "content-type": "application/grpc", "te": "trailers" };
 if (process.env.WAVENET_TOKEN) headers.authorization = `Bearer ${process.env.WAVENET_TOKEN}`;
+const vocoding = modeArg === "--vocode";
+headers[":path"] = vocoding ? "/wavenet.v1.WaveNet/Synthesize" : "/wavenet.v1.WaveNet/Generate";
 const call = connection.request(headers);
-call.end(frame(encodeGenerateRequest(Number(secondsArg), 1, PCM16))); // unary request: one message, then done
+if (!vocoding) {
+  call.end(frame(encodeGenerateRequest(Number(modeArg), 1, PCM16))); // unary request: one message, then done
+} else { // a stream of requests: the config, the audio in blocks of whole samples (each within the 4 MB message
+  // limit), the end; then the call's half-close
+  const wav = readWav(inPath);
+  call.write(frame(configMessage(encodeGenerateRequest(null, 1, PCM16))));
+  const block = 2 * wav.channels * 32768;
+  for (let i = 0; i < wav.pcm.length; i += block) {
+    call.write(frame(audioMessage(wav.pcm.subarray(i, i + block), wav.sampleRate, wav.channels)));
+  }
+  call.end(frame(endMessage()));
+}
 
 let status = null; // grpc-status and grpc-message come in the trailers, or in the headers when no message came
 let pending = Buffer.alloc(0); // received bytes not yet making up a whole message

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from client.api import ITERATOR_FAILED, Chunk, WaveNetClient, recording_frames
+from client.api import ITERATOR_FAILED, Chunk, WaveNetClient
 from client.cli import Progress, main
 from tests.serving import LIMITS, MAX_STREAMS, RunningServer, wait_for
 from tests.tiny import TINY_MEL
+from wavenet.audio import recording_frames
 from wavenet.codec import mel_spec
 
 

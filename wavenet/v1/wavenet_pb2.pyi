@@ -13,10 +13,19 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PCM16: _ClassVar[AudioEncoding]
     FLOAT32: _ClassVar[AudioEncoding]
     MULAW8: _ClassVar[AudioEncoding]
+
+class Loudness(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOUDNESS_UNSPECIFIED: _ClassVar[Loudness]
+    NORMALISED: _ClassVar[Loudness]
+    AS_SENT: _ClassVar[Loudness]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 PCM16: AudioEncoding
 FLOAT32: AudioEncoding
 MULAW8: AudioEncoding
+LOUDNESS_UNSPECIFIED: Loudness
+NORMALISED: Loudness
+AS_SENT: Loudness
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -131,14 +140,30 @@ class EndOfInput(_message.Message):
     def __init__(self) -> None: ...
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("config", "frames", "end")
+    __slots__ = ("config", "frames", "end", "audio")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
     config: GenerateRequest
     frames: FeatureFrames
     end: EndOfInput
-    def __init__(self, config: _Optional[_Union[GenerateRequest, _Mapping]] = ..., frames: _Optional[_Union[FeatureFrames, _Mapping]] = ..., end: _Optional[_Union[EndOfInput, _Mapping]] = ...) -> None: ...
+    audio: RecordedAudio
+    def __init__(self, config: _Optional[_Union[GenerateRequest, _Mapping]] = ..., frames: _Optional[_Union[FeatureFrames, _Mapping]] = ..., end: _Optional[_Union[EndOfInput, _Mapping]] = ..., audio: _Optional[_Union[RecordedAudio, _Mapping]] = ...) -> None: ...
+
+class RecordedAudio(_message.Message):
+    __slots__ = ("encoding", "sample_rate", "channels", "data", "loudness")
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LOUDNESS_FIELD_NUMBER: _ClassVar[int]
+    encoding: AudioEncoding
+    sample_rate: int
+    channels: int
+    data: bytes
+    loudness: Loudness
+    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., data: _Optional[bytes] = ..., loudness: _Optional[_Union[Loudness, str]] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("sequence", "first_sample", "num_samples", "encoding", "audio", "summary")
