@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The image's entrypoint: `serve` (the default) runs wavenet-server with its options taken from WAVENET_* variables,
-# `client ...` runs wavenet-client against $WAVENET_SERVER, anything else is run as given.
+# `client ...` runs wavenet-client against $WAVENET_SERVER, `web` runs the playground (wavenet-web) against
+# $WAVENET_SERVER on port $WAVENET_WEB_PORT (default 8080), anything else is run as given.
 #
 # serve: the model(s) are $WAVENET_MODEL (space-separated [NAME=]PATH; unset: the bundled model, named "default")
 # and every *.pt in $WAVENET_MODEL_DIR (default /models, the compose mount for extra models), each named by its file
@@ -37,5 +38,7 @@ serve() {
 case "${1:-serve}" in
     serve) shift || true; serve "$@" ;;
     client) shift; exec wavenet-client --server "${WAVENET_SERVER:-localhost:50051}" "$@" ;;
+    web) shift; exec wavenet-web --server "${WAVENET_SERVER:-localhost:50051}" --host 0.0.0.0 \
+        --port "${WAVENET_WEB_PORT:-8080}" "$@" ;;
     *) exec "$@" ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of the Docker deployment (docs/deploy.md); needs a Docker engine, so CI does not
 # run it. It builds the images, starts one server and waits for it to be healthy, streams audio through the CLI
-# (compose profile "cli") and checks the file; then starts the "scaled" profile (2 replicas behind nginx), streams
+# (compose profile "cli") and checks the file, fetches the playground's page and streams a generation through its
+# WebSocket; then starts the "scaled" profile (2 replicas behind nginx), does the same through nginx, streams
 # through the proxy with the CLI and, several at once, on one connection, and checks that both replicas served
 # streams; then takes everything down (the images stay).
 #
@@ -14,8 +15,8 @@
 #
 # Environment: SMOKE_SECONDS (audio per stream, default 1), SMOKE_STREAMS (concurrent CLI streams through the proxy,
 # default 2), SMOKE_BURST (streams started together on one connection, default 4), SMOKE_REPLICAS (default 2),
-# WAVENET_PUBLISH_PORT / WAVENET_PROXY_PORT / WAVENET_PUBLISH_METRICS_PORT (host ports, default 50151 / 50152 /
-# 19090, away from a development server on 50051).
+# WAVENET_PUBLISH_PORT / WAVENET_PROXY_PORT / WAVENET_PUBLISH_METRICS_PORT / WAVENET_WEB_PORT / WAVENET_PROXY_WEB_PORT
+# (host ports, default 50151 / 50152 / 19090 / 18080 / 18081, away from a development server on 50051 and 8080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,8 @@ export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0  # the classic builder: dock
 export WAVENET_PUBLISH_PORT=${WAVENET_PUBLISH_PORT:-50151}
 export WAVENET_PROXY_PORT=${WAVENET_PROXY_PORT:-50152}
 export WAVENET_PUBLISH_METRICS_PORT=${WAVENET_PUBLISH_METRICS_PORT:-19090}
+export WAVENET_WEB_PORT=${WAVENET_WEB_PORT:-18080}
+export WAVENET_PROXY_WEB_PORT=${WAVENET_PROXY_WEB_PORT:-18081}
 export WAVENET_CLIENT_USER="$(id -u):$(id -g)"
 # A fixed capacity per replica: replicas that start together on the same cores would measure each other with
 # --max-streams auto (and whatever else runs here), and this checks routing and balancing, not capacity.
@@ -148,6 +151,34 @@ print(f"{path.rsplit('/', 1)[-1]}: {n / rate:.2f} s, {rate} Hz, peak {peak:.2f}:
 PY
 }
 
+page() {  # URL: the playground's page answers, from this host
+    local got
+    got=$(python3 -c "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())" \
+        "$1") || fail "no page at $1"
+    grep -q '<title>wavenet-stream playground</title>' <<<"$got" || fail "$1 is not the playground's page"
+    echo "$1: the playground's page"
+}
+
+web_generate() {  # WS_URL: one streamed generation through the playground's WebSocket relay, from the compose network
+    compose run --rm -T --entrypoint python client - "$1" "$SECONDS_AUDIO" <<'PY'
+import json, sys
+from websockets.sync.client import connect
+url, seconds = sys.argv[1], float(sys.argv[2])
+received, messages = 0, 0
+with connect(url, open_timeout=30) as ws:
+    ws.send(json.dumps({"method": "generate", "seconds": seconds, "seed": 1}))
+    for message in ws:
+        if isinstance(message, bytes):
+            received, messages = received + len(message) // 4, messages + 1
+            continue
+        answer = json.loads(message)
+        break
+if answer.get("type") != "summary" or received != answer["samples"] or received == 0:
+    sys.exit(f"{url}: {answer}, {received} samples received")
+print(f"{url}: {received} samples in {messages} messages, streamed; real-time factor {answer['real_time_factor']:.2f}")
+PY
+}
+
 served() {  # CONTAINER: the number of generation requests it logged with outcome OK
     docker logs "$1" 2>&1 | grep '"request_id"' | grep -c '"outcome": "OK"' || true
 }
@@ -168,7 +199,12 @@ if command -v curl >/dev/null; then
     curl -fsS "http://127.0.0.1:$WAVENET_PUBLISH_METRICS_PORT/metrics" \
         | grep -E '^wavenet_(samples_generated_total|requests_total)' || fail "metrics: no counters"
 fi
-compose rm -sf server >/dev/null 2>&1
+step "single server: the playground (web) on the host's port $WAVENET_WEB_PORT"
+compose up -d web
+wait_healthy web 1 60
+page "http://127.0.0.1:$WAVENET_WEB_PORT/"
+web_generate ws://web:8080/ws || fail "a generation through the playground"
+compose rm -sf web server >/dev/null 2>&1
 
 # --- scaled: replicas behind nginx -----------------------------------------------------------------------------------
 step "scaled profile: $REPLICAS replicas behind nginx"
@@ -180,6 +216,9 @@ for i in $(seq 30); do
     sleep 2
 done
 cat "$LOGS/models.txt"
+step "scaled profile: the playground through nginx"
+page "http://127.0.0.1:$WAVENET_PROXY_WEB_PORT/"
+web_generate ws://proxy:8080/ws || fail "a generation through nginx and the playground"
 step "scaled profile: $STREAMS concurrent CLI streams of $SECONDS_AUDIO s through the proxy"
 pids=()
 for i in $(seq "$STREAMS"); do
@@ -234,7 +273,8 @@ printf 'streams served per replica: %s\n' "$(IFS=,; echo "${summary[*]}")"
 echo "nginx access log (calls by method, status, upstream):"
 compose logs --no-color proxy 2>/dev/null | grep -o 'POST /wavenet.v1.WaveNet/[A-Za-z]* .* upstream=[0-9.:]*' \
     | sed 's/ \[.*\]//' | awk '{print $2, $4, $6}' | sort | uniq -c || true
-[ "$total" = $(( STREAMS + BURST )) ] || fail "$total streams logged by the replicas, $(( STREAMS + BURST )) sent"
+sent=$(( STREAMS + BURST + 1 ))  # and the playground's generation
+[ "$total" = "$sent" ] || fail "$total streams logged by the replicas, $sent sent"
 [ "$busy" -ge 2 ] || fail "only $busy replica(s) served streams"
 [ "$burst_on" -ge 2 ] || fail "the $BURST streams of one connection all went to one replica"
 
