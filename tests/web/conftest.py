@@ -59,7 +59,7 @@ def web(bundled_server: RunningServer) -> Iterator[RunningWeb]:
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not longer: playwright's sync API holds an event loop in the test thread while open
 def browser() -> Iterator[object]:
     path = chromium_path()
     if path is None:
