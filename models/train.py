@@ -63,6 +63,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     free_prob: float = 0.1  # chance that an example's frames are replaced by the learned null frame
     input_noise: float = 0.0  # > 0: each example's input classes get Laplace noise of a scale drawn in [0, this)
+    self_inputs: float = 0.0  # the fraction of each batch's examples whose inputs are the model's own one-step samples
     pitch_weight: float = 0.1  # weight of the pitch head's loss beside the bits (models with pitch input)
     pitch_head_steps: int = 4000  # a new pitch model's head is first fitted alone for this many steps
     bf16: bool = False  # autocast matmuls and convolutions to bfloat16 (fp32 weights and optimizer)
@@ -82,6 +83,7 @@ class TrainConfig:
             ("start", self.start >= 0, ">= 0"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
             ("grad_clip", self.grad_clip > 0, "> 0"), ("free_prob", 0 <= self.free_prob <= 1, "in [0, 1]"),
             ("input_noise", self.input_noise >= 0, ">= 0"), ("pitch_weight", self.pitch_weight >= 0, ">= 0"),
+            ("self_inputs", 0 <= self.self_inputs <= 1, "in [0, 1]"),
             ("pitch_head_steps", self.pitch_head_steps >= 0, ">= 0"),
             ("valid_every", self.valid_every >= 1, ">= 1"), ("valid_examples", self.valid_examples >= 1, ">= 1"),
             ("checkpoint_minutes", self.checkpoint_minutes >= 0, ">= 0"), ("prefetch", self.prefetch >= 0, ">= 0"),
@@ -411,6 +413,39 @@ def update_ema(ema: WaveNet, model: WaveNet, decay: float) -> None:
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
+SELF_INPUT_TEMPERATURE = 0.7  # the sampling temperature of self_inputs' samples: the service's default
+
+
+def self_sampled_inputs(forward: Callable[..., torch.Tensor], cfg: WaveNetConfig, batch: dict[str, torch.Tensor],
+                        tc: TrainConfig, step: int) -> torch.Tensor:
+    """The batch's inputs with those of a tc.self_inputs fraction of its examples (drawn from (seed, step)) replaced
+    by the model's own one-step samples: each position's input is what the model samples for it from the true
+    past (one teacher-forced pass, no gradient), the first input (the sample before the window) left true. The
+    targets stay true, so the model learns to go on from the errors it makes when it runs free, with their real
+    shape rather than a noise model's (LPCNet injects noise for the same reason). The pitch-lag taps, made with
+    the batch, still read the true signal."""
+    inputs = batch["inputs"]
+    g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+    chosen = torch.rand(inputs.shape[0], generator=g) < tc.self_inputs
+    if not chosen.any():
+        return inputs
+    rows = chosen.nonzero().squeeze(1).to(inputs.device)
+    pick = {k: batch[k].index_select(0, rows) if batch.get(k) is not None else None
+            for k in ("inputs", "frames", "speaker", "free", "excitation")}
+    with torch.no_grad(), torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+        logits = forward(pick["inputs"], pick["frames"], pick["speaker"] if cfg.speakers else None, pick["free"],
+                         pick["excitation"]).float()  # (b, classes, T)
+    flat = logits.transpose(1, 2).reshape(-1, logits.shape[1])
+    if SELF_INPUT_TEMPERATURE > 0:
+        probs = torch.softmax(flat / SELF_INPUT_TEMPERATURE, dim=1).cpu()
+        samples = torch.multinomial(probs, 1, generator=g).view(len(rows), -1).to(inputs.device)
+    else:
+        samples = flat.argmax(dim=1).view(len(rows), -1)
+    out = inputs.clone()
+    out[rows, 1:] = samples[:, :-1].to(inputs.dtype)
+    return out
+
+
 def optimizer_step(forward: Callable[..., torch.Tensor], model: WaveNet, ema: WaveNet,
                    optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], tc: TrainConfig,
                    step: int) -> torch.Tensor:
@@ -418,6 +453,8 @@ def optimizer_step(forward: Callable[..., torch.Tensor], model: WaveNet, ema: Wa
     wrapper of it), backward, gradient clip, the optimizer, the EMA; returns the loss (bits per sample)."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, tc)
+    if tc.self_inputs > 0:
+        batch = {**batch, "inputs": self_sampled_inputs(forward, model.cfg, batch, tc, step)}
     loss = loss_bits(forward, model.cfg, batch, batch["free"], tc.bf16)
     total = loss + tc.pitch_weight * pitch_loss(model, batch) if pitch_inputs(model.cfg) else loss
     optimizer.zero_grad(set_to_none=True)

@@ -438,6 +438,40 @@ def test_input_noise_changes_the_inputs_only(data: Path) -> None:
     assert int(noisy["inputs"].min()) >= 0 and int(noisy["inputs"].max()) < CFG.classes
 
 
+def test_self_inputs_are_the_models_own_one_step_picks(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chosen example's input at position t is what the model picks for position t - 1 from the true past; the
+    first input, the targets and the examples not chosen stay true; the same step draws the same."""
+    import models.train as train
+    from models.train import load_split, to_device, training_batch, windows
+
+    w = windows(load_split(data, "train"), CFG)
+    batch = to_device(training_batch(w, TC, 0, 5), torch.device("cpu"))
+    torch.manual_seed(0)
+    model = WaveNet(CFG)
+    every = dataclasses.replace(TC, self_inputs=1.0)
+    monkeypatch.setattr(train, "SELF_INPUT_TEMPERATURE", 0.0)  # the likeliest class: comparable with argmax
+    picked = train.self_sampled_inputs(model, CFG, batch, every, 5)
+    with torch.no_grad():
+        logits = model(batch["inputs"], batch["frames"], batch["speaker"], batch["free"], batch.get("excitation"))
+    assert torch.equal(picked[:, 0], batch["inputs"][:, 0])
+    assert torch.equal(picked[:, 1:], logits.argmax(dim=1)[:, :-1])
+    assert not torch.equal(picked, batch["inputs"])
+    monkeypatch.setattr(train, "SELF_INPUT_TEMPERATURE", 0.7)
+    half = dataclasses.replace(TC, self_inputs=0.5)
+    drawn = [train.self_sampled_inputs(model, CFG, batch, half, step) for step in (5, 5, 6, 7, 8)]
+    assert torch.equal(drawn[0], drawn[1])  # a pure function of (seed, step): a resumed run redraws the same
+    kept = [(d == batch["inputs"]).all(dim=1) for d in drawn]
+    assert any(k.any() and not k.all() for k in kept)  # some examples chosen, some left true
+    assert torch.equal(train.self_sampled_inputs(model, CFG, batch, TC, 5), batch["inputs"])  # 0: none
+
+
+def test_a_run_with_self_inputs_trains(data: Path, tmp_path: Path) -> None:
+    tc = dataclasses.replace(TC, steps=6, self_inputs=0.5, valid_every=3)
+    trainer = Trainer(CFG, tc, data, tmp_path / "run", torch.device("cpu"))
+    losses = trainer.run(tc.steps, [False], show=False)
+    assert len(losses) == 6 and all(np.isfinite(losses))
+
+
 def test_the_pitch_head_fitted_alone_follows_the_tracker(data: Path) -> None:
     from models.train import fit_pitch_head, load_split
 
