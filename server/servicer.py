@@ -388,7 +388,8 @@ class _Feeding:
         elif kind == "audio":
             if self.framer is None:
                 self.framer = AudioFramer(self.mel, message.audio, self.limit)
-            await self._push(self.framer.add(message.audio), None)
+            # off the event loop: resampling and the STFT of a long message would stall every stream's audio
+            await self._push(await asyncio.to_thread(self.framer.add, message.audio), None)
         elif kind == "end":
             await self.end()
         else:
@@ -396,8 +397,8 @@ class _Feeding:
 
     async def end(self) -> None:
         self.ended = True
-        if self.framer is not None:
-            await self._push(self.framer.end(), None)
+        if self.framer is not None:  # NORMALISED: the whole recording's frames now, off the event loop
+            await self._push(await asyncio.to_thread(self.framer.end), None)
         if self.prime_samples and not frames_cover_prime(self.received, self.mel.hop, self.prime_samples):
             raise InvalidField("config.prime", f"the frames cover {self.received * self.mel.hop} samples: the "
                                f"prime ({self.prime_samples}) must be shorter than the audio they cover")
